@@ -1,0 +1,48 @@
+"""Shared pytest fixtures.
+
+Real data lives outside the repository (research-use): ``$MSCLR_TEST_DATA`` or
+``<repo>/../shared/data``.  Tests that need it skip cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder, or None when it is not available."""
+    env = os.environ.get("MSCLR_TEST_DATA")
+    candidate = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the shared data folder; skips the test when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared test data not found (set MSCLR_TEST_DATA or place it at ../shared/data)")
+    return path
+
+
+def require_file(base: Path, relative: str) -> Path:
+    """``base / relative`` or skip the test naming the missing file."""
+    path = base / relative
+    if not path.is_file():
+        pytest.skip(f"shared test file {relative} not found under {base}")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads() -> None:
+    """Keep torch to few threads: CI and dev machines have 2 cores."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
