@@ -556,6 +556,7 @@ def get_skeleton(name: str | Skeleton) -> Skeleton:
     """
     if isinstance(name, Skeleton):
         return name
+    name = str(name)  # a pathlib.Path to a .toml / .json file works too
     key = ALIASES.get(name, name)
     if key in SKELETONS:
         return SKELETONS[key]
