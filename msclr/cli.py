@@ -117,10 +117,110 @@ def skeletons(name: str | None, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------- not yet built
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def extract() -> None:
-    """Extract 3D skeletons from videos into an HDF5 cache (MeTRAbs or MediaPipe)."""
-    not_built("extract")
+@cli.command(epilog="""\b
+Exit status: 0 every selected video has a usable clip in the cache; 1 at least one video
+could not be decoded, was empty, showed nobody or failed in the extractor (its status is
+recorded in the cache; the other clips are kept; --retry-failed tries again), or an error
+stopped the run; 2 usage error; 130 interrupted (finished clips are kept; rerun to resume).""")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Cache directory (created, or resumed: finished clips are skipped).")
+@click.option("--extractor", type=click.Choice(["metrabs", "mediapipe"]), default="metrabs", show_default=True,
+              help="metrabs: MeTRAbs TF SavedModel, every convention from one pass (GPU advised). "
+                   "mediapipe: BlazePose 33, one person, CPU (pip install 'msclr[mediapipe]').")
+@click.option("--pose-model", default=None, metavar="URL|DIR",
+              help="MeTRAbs SavedModel: a URL (downloaded once through tensorflow_hub, cached under "
+                   "$TFHUB_CACHE_DIR) or an unpacked local directory. Default: the 28-dataset "
+                   "EfficientNetV2-L model (metrabs_eff2l_y4_384px_800k_28ds, ~708 MB; non-commercial licence).")
+@click.option("--skeletons", default=None, metavar="A,B,...",
+              help="Conventions to store. Default: smpl_24,smplx_42,berkeley_mhad_43,kinectv2_25 (metrabs), "
+                   "blazepose_33 (mediapipe).")
+@click.option("--max-people", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Person slots M per frame; people are tracked, the most salient tracks are kept.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True,
+              help="Frames per model call (MeTRAbs: 16-64 is fastest on a large GPU).")
+@click.option("--fov", type=click.FloatRange(0, 180, min_open=True, max_open=True), default=None,
+              help="Camera field of view in degrees along the larger image side (MeTRAbs' default 55; "
+                   "NTU RGB+D's Kinect v2 colour camera is nearer 84).  [default: 55]")
+@click.option("--intrinsics", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON file with a 3x3 camera matrix in pixels (instead of --fov).")
+@click.option("--num-aug", type=click.IntRange(1), default=5, show_default=True,
+              help="MeTRAbs test-time augmentations per person (1 is much faster).")
+@click.option("--max-detections", type=click.IntRange(-1), default=None,
+              help="MeTRAbs: keep the top-k person boxes per frame (-1 all).  [default: max-people + 2]")
+@click.option("--detector-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="MeTRAbs person detector threshold.")
+@click.option("--internal-batch-size", type=click.IntRange(0), default=64, show_default=True,
+              help="MeTRAbs crops per inner step (0: all at once); larger needs more GPU memory.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Process only the videos of shard K of N (K from 1; stable hash of the clip name), so N "
+                   "processes or machines can fill one cache.")
+@click.option("--limit-frames", type=click.IntRange(1), default=None,
+              help="Decode at most the first N frames of each video.")
+@click.option("--stride", type=click.IntRange(1), default=1, show_default=True, help="Keep every N-th frame.")
+@click.option("--retry-failed", is_flag=True, help="Extract again the videos whose stored status is a failure.")
+@click.pass_context
+@user_errors
+def extract(ctx: click.Context, videos: tuple[str, ...], out: str, extractor: str, pose_model: str | None,
+            skeletons: str | None, max_people: int, batch_size: int, fov: float | None, intrinsics: str | None,
+            num_aug: int, max_detections: int | None, detector_threshold: float, internal_batch_size: int,
+            shard: str | None, limit_frames: int | None, stride: int, retry_failed: bool) -> None:
+    """Extract 3D skeletons from videos into an HDF5 cache (MeTRAbs or MediaPipe).
+
+    VIDEOS are files or folders (searched recursively for video extensions, sorted).  NTU RGB+D
+    names (S001C001P001R001A001_rgb.avi) give the clip name, label, subject, camera, setup and
+    replication; when every name is an NTU name, the class names and the standard splits are
+    stored too.  Poses are stored in metres, Kinect camera axes (x to the camera's left, y up,
+    z forward), (T, M, V, 3) per convention, with per-frame person scores and frame indices.
+
+    Every clip is committed on its own (crash-safe: after a kill at most the clip in progress is
+    redone).  Videos that cannot be decoded, are empty or show nobody are recorded with that
+    status and the run goes on; a table summarises the run.
+    """
+    from msclr.errors import MsclrError as _Err
+    from msclr.pipeline import extract as ex
+
+    try:
+        conventions = ex.resolve_conventions(extractor, skeletons)
+        shard_kn = ex.parse_shard(shard) if shard else None
+    except _Err as err:
+        raise click.UsageError(str(err), ctx) from None
+    metrabs_only = {"--pose-model": pose_model, "--fov": fov, "--intrinsics": intrinsics,
+                    "--max-detections": max_detections}
+    if extractor == "mediapipe":
+        given = [k for k, v in metrabs_only.items() if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply to --extractor metrabs", ctx)
+    if fov is not None and intrinsics is not None:
+        raise click.UsageError("give either --fov or --intrinsics, not both", ctx)
+
+    def factory() -> Any:
+        if extractor == "mediapipe":
+            from msclr.extractors.mediapipe_pose import MediaPipeExtractor
+
+            return MediaPipeExtractor()
+        from msclr.extractors.axes import DEFAULT_FOV_DEGREES, load_intrinsics
+        from msclr.extractors.metrabs import DEFAULT_MODEL_URL, MetrabsExtractor, MetrabsOptions
+
+        options = MetrabsOptions(
+            fov=DEFAULT_FOV_DEGREES if fov is None else fov,
+            intrinsics=None if intrinsics is None else load_intrinsics(intrinsics),
+            num_aug=num_aug, detector_threshold=detector_threshold,
+            max_detections=max_people + 2 if max_detections is None else max_detections,
+            internal_batch_size=internal_batch_size,
+        )
+        return MetrabsExtractor(pose_model or DEFAULT_MODEL_URL, conventions, options)
+
+    if intrinsics is not None:  # fail before the long model load
+        from msclr.extractors.axes import load_intrinsics
+
+        load_intrinsics(intrinsics)
+    opts = ex.ExtractOptions(batch_size=batch_size, stride=stride, limit_frames=limit_frames,
+                             max_persons=max_people, retry_failed=retry_failed, shard=shard_kn)
+    with ex.RichExtractProgress() as progress:
+        summary = ex.extract_videos(videos, out, factory, conventions, opts, progress)
+    ex.print_summary(summary, out)
+    sys.exit(summary.exit_code)
 
 
 @cli.group(name="import")
@@ -128,40 +228,272 @@ def import_() -> None:
     """Import existing skeleton datasets (NTU .skeleton files, pyskl pickles) into a cache."""
 
 
-@import_.command(name="ntu", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def import_ntu() -> None:
-    """Import NTU RGB+D .skeleton files."""
-    not_built("import ntu")
+def _import_progress(description: str) -> Any:
+    """A rich progress bar on stderr, as a context manager yielding a ``progress(done, total)`` callback."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True)) as progress:
+            task = progress.add_task(description, total=None)
+            yield lambda done, total: progress.update(task, completed=done, total=total)
+
+    return bar()
 
 
-@import_.command(name="pyskl", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def import_pyskl() -> None:
-    """Import a pyskl / mmaction2 3D annotation pickle."""
-    not_built("import pyskl")
+@import_.command(name="ntu")
+@click.argument("skeleton_dir", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option("--out", "-o", required=True, type=click.Path(), help="Cache directory (created, or resumed).")
+@click.option("--benchmark", type=click.Choice(["ntu60", "ntu120"]), default=None,
+              help="Class names and splits of NTU-60 (xsub/xview) or NTU-120 (xsub/xset). Default: "
+                   "ntu120 if any file lies outside NTU-60, else ntu60. ntu60 skips files outside NTU-60.")
+@click.option("--skip-missing/--keep-missing", default=True, show_default=True,
+              help="Leave out the samples on NTU's list of missing or incomplete skeletons.")
+@click.option("--body-order", type=click.Choice(["motion", "file"]), default="motion", show_default=True,
+              help="motion: rank Kinect body tracks by motion after removing furniture (NTU FAQ / "
+                   "pyskl); file: first two bodies of each frame as listed (st-gcn, AimCLR, MS-CLR).")
+@user_errors
+def import_ntu(skeleton_dir: str, out: str, benchmark: str | None, skip_missing: bool, body_order: str) -> None:
+    """Import NTU RGB+D .skeleton files into a cache.
+
+    SKELETON_DIR is the folder the NTU skeleton archive extracts to (searched recursively).
+    Each file becomes a clip of convention ntu_kinect_25, (T, 2, 25, 3) metres at 30 fps, with
+    label, subject, camera, setup and replication from its name; frames without a body stay as
+    zero rows so frame t is frame t of the video.  Rerunning resumes: clips already in the cache
+    are skipped and earlier failures are retried.  The NTU splits and class names are stored.
+
+    A malformed file is recorded in the cache (status parse_error, with file and line) and the
+    import goes on; the failures are listed at the end and the exit status is 1 if any file
+    failed (the other clips are imported).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from msclr.pipeline.importers import import_ntu as run_import
+
+    bench = None if benchmark is None else int(benchmark[3:])
+    with _import_progress("import ntu") as progress:
+        report = run_import(skeleton_dir, out, benchmark=bench, skip_missing=skip_missing,
+                            body_order=body_order, progress=progress)  # type: ignore[arg-type]
+    console = Console()
+    console.print(
+        f"NTU-{report.benchmark}: {report.found} files, {report.imported} imported, {report.already} already in "
+        f"the cache, {report.skipped} skipped (missing-skeleton list / outside the benchmark), "
+        f"{len(report.failures)} failed -> {out}"
+    )
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in report.splits.items()))
+    if report.failures:
+        table = Table(title="Failed files (stored in the cache with their status; rerun to retry)")
+        for col in ("clip", "status", "message"):
+            table.add_column(col, overflow="fold")
+        for name, status, message in report.failures[:50]:
+            table.add_row(name, status, message)
+        console.print(table)
+        if len(report.failures) > 50:
+            console.print(f"... and {len(report.failures) - 50} more (msclr info {out})")
+        sys.exit(1)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def export() -> None:
-    """Export one skeleton convention of a cache as a pyskl / mmaction2 annotation pickle."""
-    not_built("export")
+@import_.command(name="pyskl")
+@click.argument("annotation", type=click.Path(exists=True, dir_okay=False))
+@click.option("--skeleton", "-s", required=True,
+              help="Joint convention of the keypoints (msclr skeletons lists them; or a .toml/.json file), "
+                   "e.g. ntu_kinect_25 for pyskl's NTU files, kinect_v1_20 for UTD-MHAD.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Cache directory (created, or resumed).")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Multiply coordinates by this; msclr stores metres, so use 0.001 for a millimetre file.")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="UTF-8 text file with one class name per line, label 0 first.")
+@user_errors
+def import_pyskl(annotation: str, skeleton: str, out: str, scale: float, class_names: str | None) -> None:
+    """Import a pyskl / mmaction2 3D annotation pickle into a cache.
+
+    ANNOTATION is a .pkl with 'annotations' (frame_dir, 0-based label, keypoint [M, T, V, 3],
+    total_frames) and optionally 'split'.  It is read with a restricted unpickler (plain data
+    and numpy arrays only) and validated as a whole before anything is written; keypoints are
+    taken as metres in Kinect camera space (see --scale).  Each frame_dir becomes a clip, the
+    splits become the cache's named splits, and NTU fields are parsed from NTU names.
+    """
+    from msclr.pipeline.importers import import_pyskl as run_import
+
+    with _import_progress("import pyskl") as progress:
+        report = run_import(annotation, out, skeleton=skeleton, scale=scale, class_names=class_names,
+                            progress=progress)
+    click.echo(f"{report.found} annotations: {report.imported} imported, {report.already} already in the "
+               f"cache -> {out}")
+    if report.splits:
+        click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in report.splits.items()))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def info() -> None:
-    """Summarise a cache: clips, conventions, frames, classes, splits, persons, extractor."""
-    not_built("info")
+@cli.command()
+@click.argument("cache", type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output .pkl file.")
+@click.option("--skeleton", "-s", default=None,
+              help="Convention to export; may be left out when the cache holds only one.")
+@click.option("--split-prefix", "split_prefixes", multiple=True,
+              help="Export only the splits whose names start with this (repeatable), e.g. xsub.")
+@user_errors
+def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str, ...]) -> None:
+    """Export one skeleton convention of a cache as a pyskl / mmaction2 annotation pickle.
+
+    Every usable clip becomes {frame_dir, label (0-based), keypoint [M, T, V, 3] float32 metres at
+    its raw length with M = its persons, total_frames}; the cache's splits go to 'split'.  The
+    file is written atomically (a temporary file, then renamed).
+    """
+    from msclr.pipeline.pyskl import export_pyskl
+
+    with _import_progress("export") as progress:
+        summary = export_pyskl(cache, out, skeleton=skeleton, split_prefixes=split_prefixes, progress=progress)
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items()) or "none"
+    click.echo(f"{summary['clips']} clips of {summary['convention']} -> {summary['out']} (splits: {splits})")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def train() -> None:
-    """MS-AimCLR pretraining, then frozen-encoder linear evaluation, ensemble and stream fusion."""
-    not_built("train")
+@cli.command()
+@click.argument("cache", type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print Cache.info() as JSON.")
+@user_errors
+def info(cache: str, as_json: bool) -> None:
+    """Summarise a cache: clips, conventions, frames, classes, splits, persons, extractor.
+
+    CACHE is the directory written by `msclr extract` or `msclr import`.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from msclr.pipeline.cache import Cache
+
+    summary = Cache(cache).info()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    size_mb = summary["size_bytes"] / 1e6
+    console.print(f"[bold]{summary['path']}[/bold]: {summary['clips']} clips, "
+                  f"{summary['segments']} segments, {summary['files']} files, {size_mb:.1f} MB")
+    frames, classes, fps = summary["frames"], summary["classes"], summary["fps"]
+    overview = Table(title="Cache", show_header=False)
+    overview.add_column("key", style="bold")
+    overview.add_column("value")
+    overview.add_row("clips (ok)", str(summary["clips"]))
+    failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
+    overview.add_row("failed", failed)
+    overview.add_row("conventions", ", ".join(f"{n} (V={v})" for n, v in summary["conventions"].items()))
+    overview.add_row("person slots (M)", str(summary["max_persons"]))
+    overview.add_row("persons used", ", ".join(f"{k}: {v}" for k, v in summary["persons"].items()) or "-")
+    if frames["min"] is not None:
+        overview.add_row("frames", f"total {frames['total']}, min {frames['min']}, "
+                                   f"median {frames['median']:g}, max {frames['max']}")
+    names = classes["names"]
+    class_text = f"{classes['count']} labelled" + (f" of {len(names)} named" if names else "")
+    if classes["unlabelled"]:
+        class_text += f", {classes['unlabelled']} clips unlabelled"
+    overview.add_row("classes", class_text)
+    overview.add_row("units / axes", f"{summary['units']}; {summary['axes']}")
+    overview.add_row("fps", "unknown" if fps is None else f"{fps['min']:g} - {fps['max']:g}")
+    overview.add_row("extractors", ", ".join(f"{k or '?'} ({v})" for k, v in summary["extractors"].items()))
+    overview.add_row("model ids", ", ".join(f"{k or '?'} ({v})" for k, v in summary["model_ids"].items()))
+    console.print(overview)
+    if summary["splits"]:
+        splits = Table(title="Splits")
+        splits.add_column("split", style="bold")
+        splits.add_column("clips in cache", justify="right")
+        splits.add_column("listed but missing", justify="right")
+        for split, count in summary["splits"].items():
+            splits.add_row(split, str(count), str(summary["splits_missing"][split]))
+        console.print(splits)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def evaluate() -> None:
-    """Print the accuracy table of a training run."""
-    not_built("evaluate")
+@cli.command(epilog="""\b
+Examples:
+  msclr train cache/ --out run/                              # defaults = the paper's settings
+  msclr train cache/ --out run/ --config cpu_small --split xsub   # small CPU recipe
+  msclr train ntu60/ --out run/ --config ntu60_xsub --stream all --device cuda
+  msclr train cache/ --out run/ --skeletons ntu_kinect_25,smplx_42 --epochs 30 --linear-epochs 20
+  msclr train cache/ --out run/ --resume                     # continue after Ctrl-C / a crash
+  torchrun --nproc-per-node 4 -m msclr train cache/ --out run/ --device cuda   # multi-GPU (DDP)
+
+\b
+Recipes (--config NAME): ntu60_xsub, ntu60_xview, ntu120_xsub, ntu120_xset, cpu_small, or a
+.toml file (sections [data] [model] [pretrain] [linear] [fusion]; RUN/config.toml of a run is one).
+Precedence: defaults (paper) < recipe < options.  --epochs stretches the schedule: the lr step
+(250/300) and the start of neighbour mining (151/300) keep their fractions.
+
+\b
+RUN/ receives run.json, config.toml, model.pt (encoders + classifiers, for `msclr predict`),
+metrics.json, report/ (confusion matrices), test_scores.npz, checkpoints, tensorboard/.
+Accuracy is the LAST linear-evaluation epoch on the test split (no test-set model selection).""")
+@click.argument("cache", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to create (or resume).")
+@click.option("--config", "recipe", default=None, metavar="RECIPE|FILE.toml", help="Packaged recipe name or TOML file.")
+@click.option("--skeletons", default=None, metavar="A,B", help="Conventions of the cache to train on "
+              "[default: kinectv2_25,smplx_42; the paper: ntu_kinect_25,smplx_42].")
+@click.option("--stream", default=None, metavar="joint|motion|bone|all",
+              help="Input stream(s); 'all' trains three models and adds 3-stream fusion [default: joint].")
+@click.option("--split", default=None, metavar="NAME",
+              help="Split family: 'xsub' uses the cache's xsub_train / xsub_val [default: the only pair].")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Pretraining epochs [300].")
+@click.option("--batch-size", type=click.IntRange(2), default=None, help="Pretraining batch (global over GPUs) [128].")
+@click.option("--linear-epochs", type=click.IntRange(1), default=None, help="Linear-evaluation epochs [100].")
+@click.option("--device", default=None, metavar="cpu|cuda|cuda:N", help="[default: cuda if available, else cpu]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader worker processes [recipe].")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the progress bar and the final table.")
+@user_errors
+def train(cache: str, out: str, recipe: str | None, skeletons: str | None, stream: str | None, split: str | None,
+          epochs: int | None, batch_size: int | None, linear_epochs: int | None, device: str | None,
+          resume: bool, seed: int | None, workers: int | None, no_tensorboard: bool, quiet: bool) -> None:
+    """MS-AimCLR pretraining, then frozen-encoder linear evaluation, ensemble and stream fusion.
+
+    CACHE is an msclr cache folder (msclr extract / msclr import); the run is written to --out.
+    """
+    from rich.console import Console
+
+    from msclr.pipeline.config import resolve_config
+    from msclr.pipeline.report import render_table
+    from msclr.pipeline.run import ConsoleProgress, train_run
+
+    config, notes = resolve_config(recipe, skeletons=skeletons, stream=stream, split=split, epochs=epochs,
+                                   batch_size=batch_size, seed=seed, linear_epochs=linear_epochs, workers=workers)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    console = Console(stderr=True)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    with ConsoleProgress(console, quiet=quiet) as progress:
+        metrics = train_run(cache, out, config, device=device, resume=resume, progress=progress,
+                            tensorboard=not no_tensorboard)
+    if metrics:
+        Console().print(render_table(metrics))
+
+
+@cli.command(epilog="""\b
+Examples:
+  msclr evaluate run/            # table: per stream, per skeleton, skeleton ensemble, 3-stream fusion
+  msclr evaluate run/ --json     # metrics.json (also per-class accuracy)""")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
+@user_errors
+def evaluate(run: str, as_json: bool) -> None:
+    """Print the accuracy table of a training run (top-1 / top-5, last epoch, test split)."""
+    from msclr.pipeline.run import read_metrics
+
+    metrics = read_metrics(run)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    from rich.console import Console
+
+    from msclr.pipeline.report import render_table
+
+    Console().print(render_table(metrics))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
