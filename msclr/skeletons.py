@@ -229,7 +229,7 @@ class Skeleton:
             raise SkeletonError(f"{origin}: expected a table/object at the top level")
         known = {"name", "joints", "edges", "centre", "center", "flip", "shoulders", "isolated",
                  "model_edges", "source", "description"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise SkeletonError(f"{origin}: unknown keys {unknown}; allowed: {sorted(known - {'center'})}")
         for key in ("name", "joints", "edges"):
@@ -241,22 +241,22 @@ class Skeleton:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+\-.]+", name):
             raise SkeletonError(f"{origin}: 'name' must be a non-empty word of letters, digits, _ + - .")
         joints = data["joints"]
-        if not isinstance(joints, list | tuple) or not all(isinstance(j, str) and j for j in joints):
+        if not isinstance(joints, list | tuple) or not all(isinstance(j, str) and j and _utf8(j) for j in joints):
             raise SkeletonError(f"{origin}: 'joints' must be a list of non-empty strings")
         joints_t = tuple(joints)
 
         def as_index(value: Any, what: str) -> int:
             if isinstance(value, bool):
-                raise SkeletonError(f"{origin}: {what} must be a joint name or index, got {value!r}")
+                raise SkeletonError(f"{origin}: {what} must be a joint name or index, got {_short(value)}")
             if isinstance(value, int):
                 if not 0 <= value < len(joints_t):
                     raise SkeletonError(f"{origin}: {what} index {value} is outside 0..{len(joints_t) - 1}")
                 return value
             if isinstance(value, str):
                 if value not in joints_t:
-                    raise SkeletonError(f"{origin}: {what} names unknown joint {value!r}")
+                    raise SkeletonError(f"{origin}: {what} names unknown joint {_short(value)}")
                 return joints_t.index(value)
-            raise SkeletonError(f"{origin}: {what} must be a joint name or index, got {value!r}")
+            raise SkeletonError(f"{origin}: {what} must be a joint name or index, got {_short(value)}")
 
         def as_edges(values: Any, what: str) -> tuple[Edge, ...]:
             if not isinstance(values, list | tuple):
@@ -264,7 +264,7 @@ class Skeleton:
             out = []
             for i, pair in enumerate(values):
                 if not isinstance(pair, list | tuple) or len(pair) != 2:
-                    raise SkeletonError(f"{origin}: {what}[{i}] must be a pair [a, b], got {pair!r}")
+                    raise SkeletonError(f"{origin}: {what}[{i}] must be a pair [a, b], got {_short(pair)}")
                 out.append((as_index(pair[0], f"{what}[{i}]"), as_index(pair[1], f"{what}[{i}]")))
             return tuple(out)
 
@@ -298,8 +298,8 @@ class Skeleton:
             shoulders=shoulders,
             isolated=isolated,
             model_edges=as_edges(data.get("model_edges", []), "model_edges"),
-            source=str(data.get("source", origin)),
-            description=str(data.get("description", "")),
+            source=_text(data.get("source", origin), "source", origin),
+            description=_text(data.get("description", ""), "description", origin),
         )
         try:
             return skeleton.validate()
@@ -308,6 +308,33 @@ class Skeleton:
 
 
 # ---------------------------------------------------------------------- helpers
+def _utf8(text: str) -> bool:
+    """True when ``text`` can be written as UTF-8 (JSON's ``\\ud800`` escapes give lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(value: Any, key: str, origin: str) -> str:
+    """A free-text field: a string, or a number written as one (not a nested structure)."""
+    if isinstance(value, str) and _utf8(value):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise SkeletonError(f"{origin}: {key!r} must be a string of UTF-8 text, got {type(value).__name__}")
+
+
+def _short(value: Any) -> str:
+    """A bounded repr of a value from a user file (length and nesting capped, so never a RecursionError)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlist = 3, 60, 60, 6
+    return short.repr(value)
+
+
 _SWAPS = (("left", "right"), ("Left", "Right"), ("LEFT", "RIGHT"))
 
 
@@ -584,32 +611,40 @@ def load_skeleton_file(path: str | Path) -> Skeleton:
     if not path.is_file():
         raise SkeletonError(f"skeleton file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine
     except (OSError, UnicodeDecodeError) as err:
         raise SkeletonError(f"cannot read skeleton file {path}: {err}") from None
+    # ValueError covers TOMLDecodeError / JSONDecodeError and integers over Python's 4300-digit
+    # limit; RecursionError, arrays nested a thousand deep (found by tests/test_fuzz_skeleton_defs.py).
     if path.suffix == ".toml":
         import tomllib
 
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise SkeletonError(f"{path} is not valid TOML: {err}") from None
+        except (ValueError, RecursionError) as err:
+            raise SkeletonError(f"{path} is not valid TOML: {_brief(err)}") from None
     elif path.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SkeletonError(f"{path} is not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:
+            raise SkeletonError(f"{path} is not valid JSON: {_brief(err)}") from None
     else:
         raise SkeletonError(f"skeleton file {path} must end in .toml or .json")
     return Skeleton.from_dict(data, origin=str(path))
+
+
+def _brief(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "arrays or tables nested too deep"
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
 
 
 def skeleton_from_json(text: str, *, origin: str) -> Skeleton:
     """Rebuild a skeleton stored by :meth:`Skeleton.to_dict` (caches, runs)."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SkeletonError(f"{origin}: stored skeleton definition is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise SkeletonError(f"{origin}: stored skeleton definition is not valid JSON: {_brief(err)}") from None
     return Skeleton.from_dict(data, origin=origin)
 
 

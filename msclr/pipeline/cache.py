@@ -56,6 +56,7 @@ h5py is imported lazily (``msclr --help`` must stay fast).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -220,6 +221,33 @@ def _create_exclusive(path: Path, text: str) -> bool:
         tmp.unlink(missing_ok=True)
 
 
+_DISK_ERRNOS = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "a file-size limit was reached (ulimit -f) or the disk is full",
+}
+
+
+def disk_error_reason(err: BaseException) -> str | None:
+    """What a failed write ran into when it is out of space (full disk, quota, file-size limit), else None.
+
+    The exception chain is searched: h5py reports a failed write as ``OSError`` with ``errno`` set, but a
+    failed close after it as a ``RuntimeError`` whose text carries ``errno = 27``, chained to the first.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "errno", None)
+        if code is None:
+            match = re.search(r"errno = (\d+)", str(current))
+            code = int(match.group(1)) if match else None
+        if code in _DISK_ERRNOS:
+            return _DISK_ERRNOS[code]
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -301,6 +329,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
     for key, kind in (("max_persons", int), ("skeletons", dict)):
         if not isinstance(data.get(key), kind):
             raise CacheError(f"{manifest}: missing or invalid {key!r}; {made_by}")
+    # a cache has at least one convention and one person slot (an empty table made every clip
+    # readable with no conventions at all; found by tests/test_fuzz_cache.py)
+    if isinstance(data["max_persons"], bool) or data["max_persons"] < 1 or not data["skeletons"]:
+        raise CacheError(f"{manifest}: 'max_persons' must be >= 1 and 'skeletons' non-empty; {made_by}")
     classes = data.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise CacheError(f"{manifest}: 'classes' must be a list of names or null")
@@ -358,6 +390,39 @@ def _corrupt(path: Path, detail: str) -> CacheError:
     )
 
 
+def _check_meta(path: Path, meta: dict[str, list[Any]], offsets: np.ndarray, max_persons: int) -> None:
+    """Check the types and ranges of a segment's metadata columns (lengths already agree).
+
+    A damaged segment must fail here with the file named, not later with a raw ValueError /
+    TypeError deep inside :meth:`Cache.metadata` or a silently wrong slice of the pose data
+    (found by ``tests/test_fuzz_cache.py``).
+    """
+
+    def bad(column: str, what: str) -> CacheError:
+        return _corrupt(path, f"metadata column {column!r} {what}")
+
+    if not all(isinstance(v, str) and _NAME_RE.fullmatch(v) for v in meta["name"]):
+        raise bad("name", "holds something that is not a clip name")
+    for col in (*_INT_FIELDS, "frames", "persons"):
+        if not all(type(v) is int and -(2**63) <= v < 2**63 for v in meta[col]):
+            raise bad(col, "holds something that is not a 64-bit integer")
+    for col in _STR_FIELDS:
+        if not all(isinstance(v, str) for v in meta[col]):
+            raise bad(col, "holds something that is not a string")
+    for col in ("has_scores", "has_frame_indices"):
+        if not all(isinstance(v, bool) for v in meta[col]):
+            raise bad(col, "holds something that is not true/false")
+    if not all(v is None or (type(v) in (int, float) and math.isfinite(v)) for v in meta["fps"]):
+        raise bad("fps", "holds something that is not a finite number or null")
+    if not all(0 <= v <= max_persons for v in meta["persons"]):
+        raise bad("persons", f"is outside 0..{max_persons}")
+    for status, frames in zip(meta["status"], meta["frames"], strict=True):
+        if (frames < 1) if status == "ok" else (frames != 0):
+            raise bad("frames", f"gives {frames} frames to a clip with status {status!r}")
+    if offsets[0] != 0 or not np.array_equal(np.diff(offsets), np.asarray(meta["frames"], dtype=np.int64)):
+        raise bad("offsets", "does not match the clips' frame counts")
+
+
 def _open_h5(path: Path) -> Any:
     h5py = _h5py()
     try:
@@ -384,6 +449,7 @@ def _read_segment_index(path: Path, conventions: Mapping[str, Skeleton], max_per
             n = len(meta["name"])
             if any(len(meta[c]) != n for c in _META_COLUMNS) or offsets.shape != (n + 1,):
                 raise _corrupt(path, "metadata columns disagree in length")
+            _check_meta(path, meta, offsets, max_persons)
             total = int(offsets[-1])
             raw: dict[str, int | None] = {}
             for conv, skel in conventions.items():
@@ -398,7 +464,7 @@ def _read_segment_index(path: Path, conventions: Mapping[str, Skeleton], max_per
                 raise _corrupt(path, "scores / frame_indices have the wrong shape")
         except CacheError:
             raise
-        except (KeyError, ValueError, TypeError, OSError, AttributeError) as err:
+        except (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError) as err:
             raise _corrupt(path, f"{type(err).__name__}: {err}") from None
     return _Segment(path, meta, offsets, raw)
 
@@ -766,7 +832,12 @@ class CacheWriter:
             if c.frame_indices is not None:
                 frame_indices[start:start + c.frames] = c.frame_indices
         try:
-            with h5py.File(partial, "w", locking=False) as f:
+            # Built in memory (HDF5 "core" driver, no backing store), then written with plain Python I/O:
+            # a full disk is then a clean OSError from write().  Written by HDF5 itself, a failed write
+            # left the library holding a file it could neither flush nor close, and the next HDF5 call of
+            # the process crashed it (SIGSEGV; found by tests/test_disk_full.py).  Costs one extra copy of
+            # the segment in memory while it is written.
+            with h5py.File(partial.name, "w", driver="core", backing_store=False, block_size=16 << 20) as f:
                 f.attrs["format"] = SEGMENT_FORMAT
                 f.attrs["version"] = VERSION
                 f.attrs["units"] = UNITS
@@ -790,11 +861,23 @@ class CacheWriter:
                     ds.attrs["axes"] = AXES
                 f.create_dataset("scores", data=scores)
                 f.create_dataset("frame_indices", data=frame_indices)
+                f.flush()
+                image = f.id.get_file_image()
+            with open(partial, "wb") as fh:
+                fh.write(image)
+            del image
             _fsync_file(partial)
             final = seg_dir / f"{self._next_ns():020d}-{self.writer_id}-{pid}-{self._counter:06d}.h5"
             os.replace(partial, final)
-        except BaseException:
+        except BaseException as err:
             partial.unlink(missing_ok=True)
+            reason = disk_error_reason(err) if isinstance(err, Exception) else None
+            if reason is not None:  # a user-fixable condition, not a bug: one clean line, no traceback
+                raise CacheError(
+                    f"cannot write a segment of {len(clips)} clip(s) to the cache {self.root}: {reason}. "
+                    "Segments committed before are kept and the cache stays readable; free some space (or "
+                    "move the cache to a bigger disk), then rerun the same command to resume"
+                ) from err
             raise
         _fsync_dir(seg_dir)
 

@@ -11,7 +11,8 @@ whitespace-separated, one record per line::
                  25 x: x y z depthX depthY colorX colorY oW oX oY oZ trackingState   (12 values)
 
 x, y, z are metres in Kinect v2 camera space, which is the cache's frame, so they are stored as
-they are.  The reader is exact: every line must have the expected number of values, and the file
+they are (a position beyond 100 m is garbage and rejected here, naming the line, rather than
+aborting the import when the cache refuses it).  The reader is exact: every line must have the expected number of values, and the file
 must end after the declared frames (trailing blank lines aside).  Any violation raises
 :class:`~msclr.errors.ImportFormatError` naming the file and the 1-based line number.
 
@@ -68,6 +69,7 @@ MIN_TRACK_FRAMES = 11  # tracks with at most this many frames are noise (pyskl's
 SPREAD_RATIO = 0.8  # a valid frame has x-range <= SPREAD_RATIO * y-range
 NOISE_FRACTION = 0.69754  # tracks with at least this fraction of invalid frames are noise
 NTU_FPS = 30.0  # Kinect v2 frame rate
+MAX_ABS_METRES = 100.0  # Kinect v2 sees < 10 m; larger values are garbage (and the cache refuses them)
 
 BodyOrder = Literal["motion", "file"]
 BODY_ORDERS: tuple[str, ...] = ("motion", "file")
@@ -225,7 +227,7 @@ def _parse_all_joints(cursor: _Lines, starts: list[int]) -> np.ndarray:
     lines = [line for start in starts for line in cursor.lines[start : start + NUM_JOINTS]]
     try:
         values = np.loadtxt(lines, dtype=np.float64, comments=None, ndmin=2)
-        ok = values.shape == (len(lines), JOINT_VALUES) and bool(np.isfinite(values[:, :3]).all())
+        ok = values.shape == (len(lines), JOINT_VALUES) and bool((np.abs(values[:, :3]) <= MAX_ABS_METRES).all())
     except ValueError:
         ok = False
     if not ok:  # find and name the first bad line
@@ -245,7 +247,8 @@ def _all_numbers(tokens: Sequence[str]) -> bool:
 
 
 def _parse_joints(cursor: _Lines, start: int, block: list[str]) -> np.ndarray:
-    """(25, 3) float64 x, y, z of one body; every line must hold 12 numbers and finite x, y, z."""
+    """(25, 3) float64 x, y, z of one body; every line must hold 12 numbers and x, y, z within
+    ±MAX_ABS_METRES (finite)."""
     rows = [line.split() for line in block]
     for k, row in enumerate(rows):
         if len(row) != JOINT_VALUES:
@@ -262,6 +265,10 @@ def _parse_joints(cursor: _Lines, start: int, block: list[str]) -> np.ndarray:
     if not finite.all():
         bad = int(np.argmin(finite))
         raise cursor.fail(start + bad, "non-finite joint position")
+    in_range = (np.abs(xyz) <= MAX_ABS_METRES).all(axis=1)
+    if not in_range.all():
+        bad = int(np.argmin(in_range))
+        raise cursor.fail(start + bad, f"joint position beyond {MAX_ABS_METRES:g} m ({block[bad].strip()!r:.60})")
     return xyz
 
 

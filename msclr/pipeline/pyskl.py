@@ -16,10 +16,12 @@ Reading goes through :mod:`msclr.pipeline.safe_pickle`, never plain ``pickle.loa
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pickle
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,10 @@ if TYPE_CHECKING:
 
 MAX_ABS_METRES = 100.0  # larger coordinates are millimetres (or pixels), not metres
 NTU_FPS = 30.0  # frame rate given to clips whose frame_dir is an NTU sample name
-_CLIP_NAME_RE = re.compile(r"[^\x00-\x1f/\x7f]+")
+_CLIP_NAME_RE = re.compile(r"[^\x00-\x1f/\x7f\ud800-\udfff]+")  # no control characters, "/" or lone surrogates
+MAX_LABEL = 2**31 - 1  # labels are stored as int64 and used as class indices
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist = 3, 60, 60, 4
 
 
 @dataclass
@@ -79,6 +84,17 @@ class AnnotationFile:
     splits: dict[str, list[str]] = field(default_factory=dict)
 
 
+def _show(value: Any, *, as_str: bool = False) -> str:
+    """A short repr (or str) of a value read from an untrusted file: bounded length and depth, never raises."""
+    try:
+        if as_str and isinstance(value, str | np.dtype):
+            text = str(value)
+            return text if len(text) <= 60 else text[:57] + "..."
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. RecursionError from a deeply nested numpy dtype
+        return f"<{type(value).__name__}>"
+
+
 def _fail(path: Path, where: str, what: str) -> ImportFormatError:
     return ImportFormatError(f"{path}: {where}: {what}")
 
@@ -103,7 +119,7 @@ def _check_keypoint(path: Path, where: str, ann: Mapping[str, Any], skeleton: Sk
     if not isinstance(kp, np.ndarray) or not np.issubdtype(kp.dtype, np.number) or np.issubdtype(
         kp.dtype, np.complexfloating
     ):
-        kind = type(kp).__name__ if not isinstance(kp, np.ndarray) else f"array of {kp.dtype}"
+        kind = type(kp).__name__ if not isinstance(kp, np.ndarray) else f"array of {_show(kp.dtype, as_str=True)}"
         raise _fail(path, where, f"'keypoint' must be a numeric array [M, T, V, C], found {kind}")
     if kp.ndim != 4:
         raise _fail(path, where, f"'keypoint' has shape {kp.shape}; expected 4 axes [M persons, T frames, "
@@ -156,7 +172,8 @@ def read_annotations(
     elif isinstance(data, Mapping) and "annotations" in data:
         raw_anns, raw_split = data["annotations"], data.get("split", {})
     else:
-        found = f"a dict with keys {sorted(map(str, data))[:8]}" if isinstance(data, Mapping) else type(data).__name__
+        found = (f"a dict with keys {sorted(_show(k, as_str=True) for k in itertools.islice(data, 8))}" if isinstance(data, Mapping)
+                 else type(data).__name__)
         raise ImportFormatError(
             f"{path}: not a pyskl annotation file: expected a dict with 'annotations' (and 'split'), "
             f"found {found}"
@@ -172,7 +189,7 @@ def read_annotations(
         if not isinstance(key, str) or not key or not isinstance(names, list | tuple) or not all(
             isinstance(n, str) for n in names
         ):
-            raise ImportFormatError(f"{path}: split {key!r} must map a name to a list of frame_dir strings")
+            raise ImportFormatError(f"{path}: split {_show(key)} must map a name to a list of frame_dir strings")
         splits[key] = list(names)
 
     annotations: list[Annotation] = []
@@ -184,18 +201,19 @@ def read_annotations(
         name = ann.get("frame_dir")
         if not isinstance(name, str) or not name or not _CLIP_NAME_RE.fullmatch(name) or name != name.strip():
             raise _fail(path, where, f"'frame_dir' must be a non-empty name without '/' or control "
-                                     f"characters, found {name!r}")
+                                     f"characters, found {_show(name)}")
         where = f"annotation {i} ({name})"
         if name in seen:
             raise _fail(path, where, "duplicate frame_dir; every sample needs a unique name")
         seen.add(name)
         label = _as_int(ann.get("label"))
-        if label is None or label < 0:
-            raise _fail(path, where, f"'label' must be a 0-based non-negative integer, found {ann.get('label')!r}")
+        if label is None or not 0 <= label <= MAX_LABEL:
+            raise _fail(path, where, f"'label' must be a 0-based class index (0..{MAX_LABEL}), found "
+                                     f"{_show(ann.get('label'))}")
         kp = _check_keypoint(path, where, ann, skel)
         total = ann.get("total_frames")
         if total is not None and _as_int(total) != kp.shape[1]:
-            raise _fail(path, where, f"'total_frames' is {total!r} but 'keypoint' has T={kp.shape[1]} frames")
+            raise _fail(path, where, f"'total_frames' is {_show(total)} but 'keypoint' has T={kp.shape[1]} frames")
         metres = _to_metres(kp, scale)
         if not np.isfinite(metres).all():
             raise _fail(path, where, "'keypoint' contains NaN or infinite values")
