@@ -362,6 +362,7 @@ def info(cache: str, as_json: bool) -> None:
     CACHE is the directory written by `msclr extract` or `msclr import`.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from msclr.pipeline.cache import Cache
@@ -372,7 +373,7 @@ def info(cache: str, as_json: bool) -> None:
         return
     console = Console()
     size_mb = summary["size_bytes"] / 1e6
-    console.print(f"[bold]{summary['path']}[/bold]: {summary['clips']} clips, "
+    console.print(f"[bold]{escape(summary['path'])}[/bold]: {summary['clips']} clips, "
                   f"{summary['segments']} segments, {summary['files']} files, {size_mb:.1f} MB")
     frames, classes, fps = summary["frames"], summary["classes"], summary["fps"]
     overview = Table(title="Cache", show_header=False)
@@ -380,8 +381,8 @@ def info(cache: str, as_json: bool) -> None:
     overview.add_column("value")
     overview.add_row("clips (ok)", str(summary["clips"]))
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
-    overview.add_row("failed", failed)
-    overview.add_row("conventions", ", ".join(f"{n} (V={v})" for n, v in summary["conventions"].items()))
+    overview.add_row("failed", escape(failed))
+    overview.add_row("conventions", escape(", ".join(f"{n} (V={v})" for n, v in summary["conventions"].items())))
     overview.add_row("person slots (M)", str(summary["max_persons"]))
     overview.add_row("persons used", ", ".join(f"{k}: {v}" for k, v in summary["persons"].items()) or "-")
     if frames["min"] is not None:
@@ -392,10 +393,10 @@ def info(cache: str, as_json: bool) -> None:
     if classes["unlabelled"]:
         class_text += f", {classes['unlabelled']} clips unlabelled"
     overview.add_row("classes", class_text)
-    overview.add_row("units / axes", f"{summary['units']}; {summary['axes']}")
+    overview.add_row("units / axes", escape(f"{summary['units']}; {summary['axes']}"))
     overview.add_row("fps", "unknown" if fps is None else f"{fps['min']:g} - {fps['max']:g}")
-    overview.add_row("extractors", ", ".join(f"{k or '?'} ({v})" for k, v in summary["extractors"].items()))
-    overview.add_row("model ids", ", ".join(f"{k or '?'} ({v})" for k, v in summary["model_ids"].items()))
+    overview.add_row("extractors", escape(", ".join(f"{k or '?'} ({v})" for k, v in summary["extractors"].items())))
+    overview.add_row("model ids", escape(", ".join(f"{k or '?'} ({v})" for k, v in summary["model_ids"].items())))
     console.print(overview)
     if summary["splits"]:
         splits = Table(title="Splits")
@@ -403,7 +404,7 @@ def info(cache: str, as_json: bool) -> None:
         splits.add_column("clips in cache", justify="right")
         splits.add_column("listed but missing", justify="right")
         for split, count in summary["splits"].items():
-            splits.add_row(split, str(count), str(summary["splits_missing"][split]))
+            splits.add_row(escape(split), str(count), str(summary["splits_missing"][split]))
         console.print(splits)
 
 
@@ -554,8 +555,10 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
 @click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda", help="Where to train.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, training and baseline.")
 @click.option("--no-baseline", is_flag=True, help="Skip the random-init encoder baseline.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for torch [default: the idle cores, from the load average].")
 @user_errors
-def demo(out: str | None, device: str, seed: int, no_baseline: bool) -> None:
+def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: int | None) -> None:
     """Synthetic end-to-end tour on CPU: no downloads, no data, about two minutes.
 
     Generates a small SYNTHETIC action set (6 classes of procedural motions, in two skeleton
@@ -571,7 +574,8 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool) -> None:
     console = Console(stderr=True)
     console.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
     with ConsoleProgress(console, quiet=True) as progress:
-        result = run_demo(out, device=device, seed=seed, progress=progress, baseline=not no_baseline)
+        result = run_demo(out, device=device, seed=seed, progress=progress, baseline=not no_baseline,
+                          threads=threads)
     print_demo(result, Console())
 
 

@@ -325,9 +325,6 @@ def test_msclr_info_on_intact_cache(template: Path) -> None:
     assert info["splits"] == {"train": 2, "val": 1} and info["splits_missing"] == {"train": 1, "val": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="msclr/cli.py `info` prints cache strings (path, model ids, extractors, "
-                                       "split names) as rich markup: '[/]' raises MarkupError, '[v2]' vanishes; "
-                                       "fix: rich.markup.escape() each value (owner: cli info)")
 def test_msclr_info_prints_markup_like_text_verbatim(tmp_path: Path) -> None:
     clip = CLIPS["S001C001P001R001A001"]
     root = tmp_path / "cache[/]"

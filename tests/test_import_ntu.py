@@ -288,3 +288,15 @@ def test_cli_import_ntu_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli, ["import", "ntu", str(tmp_path / "empty"), "--out", str(tmp_path / "c")])
     assert result.exit_code == 1 and "no .skeleton files" in result.output
+
+
+def test_import_ntu_unusable_file_name_is_a_per_file_failure(tmp_path: Path) -> None:
+    skel = tmp_path / "skel"
+    skel.mkdir()
+    write_skeleton(skel / "S001C001P001R001A001.skeleton", [[(BODY_A, person(0.0))]])
+    write_skeleton(skel / ".skeleton", [[(BODY_A, person(0.0))]])
+    write_skeleton(skel / "bad\x07name.skeleton", [[(BODY_A, person(0.0))]])
+    report = import_ntu(skel, tmp_path / "cache", benchmark=120)
+    assert report.imported == 1
+    assert sorted(status for _, status, _ in report.failures) == ["bad_name", "bad_name"]
+    assert Cache(tmp_path / "cache").names == ["S001C001P001R001A001"]

@@ -114,7 +114,11 @@ def import_ntu(
         for i, path in enumerate(files):
             ntu = parse_ntu_name(path.name)
             name = ntu.name if ntu else path.name.split(".")[0]
-            if (ntu is not None and name in missing) or (bench == 60 and (ntu is None or not ntu.in_ntu60)):
+            if not _usable_clip_name(name):
+                # Cannot be stored under this name (empty, control characters): report, go on.
+                report.failures.append((path.name, "bad_name", f"{path}: the file name gives no usable clip "
+                                        "name; rename it to NTU's SsssCcccPpppRrrrAaaa.skeleton form"))
+            elif (ntu is not None and name in missing) or (bench == 60 and (ntu is None or not ntu.in_ntu60)):
                 report.skipped += 1
             elif name in ok:
                 report.already += 1
@@ -136,6 +140,11 @@ def import_ntu(
         writer.set_splits(splits)
     report.splits = {k: len(v) for k, v in splits.items()}
     return report
+
+
+def _usable_clip_name(name: str) -> bool:
+    """A name the cache accepts: non-empty, printable, no path separators."""
+    return bool(name) and name.isprintable() and "/" not in name and "\\" not in name
 
 
 def read_class_names(path: str | Path) -> list[str]:
