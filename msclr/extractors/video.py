@@ -24,16 +24,26 @@ Decisions:
 - ``stride`` keeps frames 0, stride, 2*stride, ... (skipped frames are ``grab()``-ed, not
   converted); ``limit`` decodes at most the first ``limit`` frames **of the source** (frame indices
   ``< limit``), as MS-CLR truncated NTU clips to their first 300 frames.
-- Errors: a missing, zero-byte, unopenable (not a video) or frameless file raises
-  :class:`VideoDecodeError` (an :class:`~msclr.errors.ExtractionError`) naming the file, with a
-  ``status`` of ``"empty"`` (zero bytes or no decodable frame) or ``"decode_error"``.  A stream that
-  stops decoding early (truncated file) ends the clip there; :attr:`VideoInfo.decoded_frames` against
-  :attr:`VideoInfo.frame_count` tells the caller.
+- **OpenCV's FFmpeg backend does not follow a size change**: it keeps converting with the first
+  size's scaler, which fails, and hands back the **last good frame again** for every frame of the new
+  size, with no error (found by ``tests/test_bad_inputs.py`` with a hand-written MJPEG AVI whose frame
+  size changes; OpenCV 4.11).  The resize above therefore only applies to backends that do report the
+  new size; for FFmpeg the symptom is a run of frames that repeat their predecessor exactly, which the
+  reader counts (:attr:`VideoInfo.repeated_frames`, cheap: a strided sample is compared first) so the
+  caller can warn.  A truly frozen video gives the same count; it is a warning, not a failure.
+- Errors: a missing, zero-byte, unreadable (permissions), unopenable (not a video) or frameless file
+  raises :class:`VideoDecodeError` (an :class:`~msclr.errors.ExtractionError`) naming the file, with a
+  ``status`` of ``"empty"`` (zero bytes or no decodable frame), ``"unreadable"`` (the operating system
+  refuses to read it) or ``"decode_error"``; the message of an unopenable file says whether its first
+  bytes look like a video container (then it is truncated or damaged) or not (text, another format).
+  A stream that stops decoding early (truncated file) ends the clip there;
+  :attr:`VideoInfo.decoded_frames` against :attr:`VideoInfo.frame_count` tells the caller.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sys
 import threading
@@ -53,7 +63,7 @@ VIDEO_EXTENSIONS = frozenset({
 
 
 class VideoDecodeError(ExtractionError):
-    """A video that cannot be decoded; ``status`` is ``"decode_error"`` or ``"empty"``."""
+    """A video that cannot be decoded; ``status`` is ``"decode_error"``, ``"empty"`` or ``"unreadable"``."""
 
     def __init__(self, message: str, status: str = "decode_error") -> None:
         super().__init__(message)
@@ -71,6 +81,8 @@ class VideoInfo:
         width, height: size of the first decoded frame (all yielded frames have this size).
         decoded_frames: source frames read so far (including those skipped by the stride).
         resized_frames: frames whose size differed from the first frame's and were resized.
+        repeated_frames: kept frames that equal the previous kept frame byte for byte (a frozen
+            video, or a size change that OpenCV's FFmpeg backend cannot decode; see the module notes).
     """
 
     path: Path
@@ -80,6 +92,7 @@ class VideoInfo:
     height: int = 0
     decoded_frames: int = 0
     resized_frames: int = 0
+    repeated_frames: int = 0
 
 
 @dataclass
@@ -99,9 +112,60 @@ class FrameBatch:
 
 
 def _cv2() -> Any:
+    # FFmpeg's own log lines ("moov atom not found", "[swscaler] Slice parameters ... invalid") would
+    # interleave with the progress bars and say less than the per-file status msclr records; keep
+    # fatal ones only.  Read by OpenCV when its FFmpeg backend first opens a file; a user's own
+    # setting wins (OPENCV_FFMPEG_LOGLEVEL=32 shows everything).
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
     import cv2
 
     return cv2
+
+
+_CONTAINERS = (
+    (0, b"RIFF", "an AVI/RIFF file"), (4, b"ftyp", "an MP4/MOV file"), (4, b"moov", "an MP4/MOV file"),
+    (4, b"mdat", "an MP4/MOV file"), (4, b"wide", "an MP4/MOV file"), (4, b"free", "an MP4/MOV file"),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"), (0, b"\x00\x00\x01\xba", "an MPEG program stream"),
+    (0, b"\x00\x00\x01\xb3", "an MPEG video stream"), (0, b"FLV", "an FLV file"), (0, b"OggS", "an Ogg file"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "an ASF/WMV file"),
+)
+
+
+def _describe_head(head: bytes) -> str | None:
+    """What the first bytes of a file look like: a video container (named), text, or None (unknown)."""
+    for offset, magic, kind in _CONTAINERS:
+        if head[offset:offset + len(magic)] == magic:
+            return kind
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return "an MPEG transport stream"
+    sample = head[:256]
+    if sample and all(32 <= b < 127 or b in b"\t\r\n" for b in sample):
+        return "text"
+    return None
+
+
+def _read_head(path: Path, size: int = 512) -> bytes:
+    """The first ``size`` bytes of ``path``.
+
+    Raises:
+        VideoDecodeError: ``status="unreadable"`` when the operating system refuses to read the file
+            (permissions, I/O error): OpenCV would only say it cannot open it.
+    """
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except PermissionError:
+        raise VideoDecodeError(
+            f"video {path} cannot be read: permission denied; give this user read access "
+            "(e.g. chmod a+r FILE) or run msclr as a user who can read it, then rerun with --retry-failed",
+            status="unreadable",
+        ) from None
+    except OSError as err:
+        raise VideoDecodeError(
+            f"video {path} cannot be read ({type(err).__name__}: {err.strerror or err}); check the disk or "
+            "network share, re-copy the file, then rerun with --retry-failed",
+            status="unreadable",
+        ) from None
 
 
 def open_video(path: str | Path) -> tuple[Any, VideoInfo]:
@@ -111,7 +175,7 @@ def open_video(path: str | Path) -> tuple[Any, VideoInfo]:
         ``(capture, info)``; the caller releases the capture.
 
     Raises:
-        VideoDecodeError: missing file, zero bytes, or not openable as a video.
+        VideoDecodeError: missing file, zero bytes, unreadable, or not openable as a video.
     """
     cv2 = _cv2()
     path = Path(path)
@@ -119,13 +183,23 @@ def open_video(path: str | Path) -> tuple[Any, VideoInfo]:
         raise VideoDecodeError(f"video {path} does not exist or is not a file; check the path")
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"video {path} is empty (0 bytes); re-copy or re-download it", status="empty")
+    head = _read_head(path)
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
-        raise VideoDecodeError(
-            f"video {path} cannot be opened by OpenCV: not a video, or a codec this OpenCV build "
-            "lacks; check it with `ffprobe`, or re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)"
-        )
+        kind = _describe_head(head)
+        if kind == "text":
+            preview = head[:40].decode("ascii", "replace").splitlines()[0] if head.strip() else ""
+            why = (f"it is not a video but a text file (starts with {preview!r}); remove it from the "
+                   "inputs or give it its real extension")
+        elif kind is not None:
+            why = (f"it starts like {kind} but is truncated or damaged, or uses a codec this OpenCV build "
+                   "lacks; check it with `ffprobe`, re-copy it, or re-encode it "
+                   "(e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
+        else:
+            why = ("not a video, or a codec this OpenCV build lacks; check it with `ffprobe`, or re-encode "
+                   "it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
+        raise VideoDecodeError(f"video {path} cannot be opened by OpenCV: {why}")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     info = VideoInfo(path=path, fps=fps if math.isfinite(fps) and fps > 0 else math.nan,
@@ -134,6 +208,14 @@ def open_video(path: str | Path) -> tuple[Any, VideoInfo]:
 
 
 _END = object()
+
+
+def _same_frame(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two decoded frames are byte-identical; a strided sample (~1/64 of the pixels) is
+    compared first, so frames that differ (nearly all) cost next to nothing."""
+    if a.shape != b.shape or not np.array_equal(a[::8, ::8], b[::8, ::8]):
+        return False
+    return bool(np.array_equal(a, b))
 
 
 class FrameReader:
@@ -214,6 +296,7 @@ class FrameReader:
         try:
             index = 0
             first_shape: tuple[int, int] | None = None
+            previous: np.ndarray | None = None  # the last kept frame as decoded (BGR, its own size)
             buf: np.ndarray | None = None
             idx = np.empty(self.batch_size, dtype=np.int64)
             filled = 0
@@ -234,6 +317,9 @@ class FrameReader:
                             f"video {info.path}: frame {index} is not a 3-channel image "
                             f"(shape {None if frame is None else frame.shape}); re-encode the video"
                         )
+                    if previous is not None and _same_frame(frame, previous):
+                        info.repeated_frames += 1
+                    previous = frame
                     if first_shape is None:
                         first_shape = frame.shape[:2]
                         info.height, info.width = first_shape

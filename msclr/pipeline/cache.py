@@ -27,10 +27,12 @@ a bulk read is one dataset read per segment and convention::
 
 Crash safety and concurrency:
 
-- A segment is written under ``segments/<writer>@<host>.<pid>.<counter>.partial``, flushed, fsync'd,
+- A segment is built in memory, written under ``segments/<writer>@<host>.<pid>.<counter>.partial``, fsync'd,
   then ``os.replace``'d to ``segments/<time_ns>-<writer>-<pid>-<counter>.h5`` and the directory is
   fsync'd.  A killed writer leaves at most a ``*.partial`` file, which readers ignore; the next
   writer with the same writer id on the same host deletes partials of processes that no longer run.
+  Out of space (full disk, quota, ``ulimit -f``) while writing: the partial is removed and a
+  :class:`CacheError` says so (one line; committed segments untouched, a rerun resumes).
 - Segment names sort in commit order (nanosecond wall clock at commit, made strictly increasing
   within a process): when a clip name is committed more than once, the segment that sorts last wins
   (a retried failure replaces the failure).  Across machines this relies on their clocks agreeing.
@@ -48,8 +50,9 @@ reads uncompressed contiguous datasets straight from the file at the byte offset
 (no per-call h5py overhead; compressed datasets go through h5py).  Batches taken in
 ``Cache.storage_order()`` make every read a whole-segment read.  ``bench/cache_io.py`` measures it:
 at NTU60 size (56,880 clips x ntu_kinect_25 + smplx_42, 6.8 GB) write and storage-order reads run at
-the speed of a plain numpy file on the same disk; lzf saves ~37 % of the size but writes ~3.5x and
-reads ~3-4x slower, so the default is no compression.
+the speed of a plain numpy file on the same disk (writes measured before segments were built in
+memory first, which costs ~1.5x on writes, see ``CacheWriter._write_segment``); lzf saves ~37 % of the
+size but writes ~3.5x and reads ~3-4x slower, so the default is no compression.
 
 h5py is imported lazily (``msclr --help`` must stay fast).
 """
@@ -57,6 +60,7 @@ h5py is imported lazily (``msclr --help`` must stay fast).
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -436,7 +440,12 @@ def _read_segment_index(path: Path, conventions: Mapping[str, Skeleton], max_per
     with _open_h5(path) as f:
         try:
             if f.attrs.get("format") != SEGMENT_FORMAT:
-                raise _corrupt(path, "not a msclr cache segment")
+                raise CacheError(
+                    f"cache segment {path} is unreadable: an HDF5 file but not a msclr cache segment (no "
+                    f"format={SEGMENT_FORMAT!r} attribute); {path.parent} may hold only the segments msclr "
+                    "writes: move this file out of it (if it was a segment that got damaged, delete it and "
+                    "rerun the same `msclr extract` / `msclr import` command to redo its clips)"
+                )
             version = int(f.attrs.get("version", 0))
             if version > VERSION:
                 raise CacheError(
@@ -832,12 +841,15 @@ class CacheWriter:
             if c.frame_indices is not None:
                 frame_indices[start:start + c.frames] = c.frame_indices
         try:
-            # Built in memory (HDF5 "core" driver, no backing store), then written with plain Python I/O:
-            # a full disk is then a clean OSError from write().  Written by HDF5 itself, a failed write
-            # left the library holding a file it could neither flush nor close, and the next HDF5 call of
-            # the process crashed it (SIGSEGV; found by tests/test_disk_full.py).  Costs one extra copy of
-            # the segment in memory while it is written.
-            with h5py.File(partial.name, "w", driver="core", backing_store=False, block_size=16 << 20) as f:
+            # Built in memory, then written with plain Python I/O: a full disk (ENOSPC, quota, ulimit -f)
+            # is then a clean OSError from write().  Written by HDF5 itself, a failed write left the
+            # library holding a file it could neither flush nor close, and the next HDF5 call of the
+            # process crashed it (SIGSEGV; found by tests/test_disk_full.py).  Costs one copy of the
+            # segment in memory and write speed: bench/cache_io.py --clips 5000 wrote 0.6 GB in 3.8-5.7 s
+            # instead of 2.2-3.8 s on the development VM (extraction, one small segment per clip, does
+            # not notice; a bulk import does).
+            image = io.BytesIO()
+            with h5py.File(image, "w") as f:
                 f.attrs["format"] = SEGMENT_FORMAT
                 f.attrs["version"] = VERSION
                 f.attrs["units"] = UNITS
@@ -861,10 +873,8 @@ class CacheWriter:
                     ds.attrs["axes"] = AXES
                 f.create_dataset("scores", data=scores)
                 f.create_dataset("frame_indices", data=frame_indices)
-                f.flush()
-                image = f.id.get_file_image()
             with open(partial, "wb") as fh:
-                fh.write(image)
+                fh.write(image.getbuffer())
             del image
             _fsync_file(partial)
             final = seg_dir / f"{self._next_ns():020d}-{self.writer_id}-{pid}-{self._counter:06d}.h5"

@@ -17,9 +17,12 @@ Flow (:func:`extract_videos`):
    the failure.  The pose model is loaded only when there is something to do.
 4. Per video (:func:`extract_video`): decode in a background thread, one extractor call per frame
    batch, track people into M slots, then a :class:`~msclr.pipeline.cache.Clip` with status
-   ``"ok"``, or a recorded failure: ``"decode_error"`` / ``"empty"`` (unreadable, zero bytes, no
-   frame), ``"no_person"`` (the extractor's :class:`~msclr.extractors.base.PersonCriterion` not
-   met), ``"error"`` (the extractor raised; five in a row abort the run).
+   ``"ok"``, or a recorded failure: ``"decode_error"`` / ``"empty"`` (not a video, damaged, zero
+   bytes, no frame), ``"unreadable"`` (the operating system refuses to read the file: permissions,
+   I/O error), ``"no_person"`` (the extractor's :class:`~msclr.extractors.base.PersonCriterion` not
+   met), ``"error"`` (the extractor raised; five in a row abort the run).  A clip that is ``"ok"`` but
+   suspicious (truncated file, resized or repeated frames, people dropped) says so in its message.
+   Running out of disk space stops the run with one clean error (see :func:`extract_videos`).
 5. When every clip name is an NTU name, the NTU class names and the standard splits (over all the
    videos given, before sharding, so every shard writes the same file) are stored in the cache.
 
@@ -38,17 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
-from msclr.errors import ExtractionError, MsclrError
+from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.base import Extractor, FrameDetections
 from msclr.extractors.tracking import TrackerConfig, track_people
 from msclr.extractors.video import VIDEO_EXTENSIONS, FrameReader, VideoDecodeError
-from msclr.pipeline.cache import Cache, CacheWriter, Clip
+from msclr.pipeline.cache import Cache, CacheWriter, Clip, disk_error_reason
 from msclr.pipeline.ntu import NtuName, infer_benchmark, ntu_class_names, ntu_splits, parse_ntu_name
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
 
-FAILURE_STATUSES = ("decode_error", "empty", "no_person", "error")
+FAILURE_STATUSES = ("decode_error", "empty", "unreadable", "no_person", "error")
 MAX_CONSECUTIVE_ERRORS = 5
 
 
@@ -298,9 +301,15 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
     fps = info.fps
     notes = []
     if info.frame_count and options.limit_frames is None and info.decoded_frames < info.frame_count - 1:
-        notes.append(f"decoded {info.decoded_frames} of {info.frame_count} frames the container reports")
+        notes.append(f"truncated or damaged file? decoded {info.decoded_frames} of {info.frame_count} frames "
+                     "the container reports; the clip keeps the decoded ones")
     if info.resized_frames:
         notes.append(f"{info.resized_frames} frames of another size resized to {info.width}x{info.height}")
+    if info.repeated_frames:
+        notes.append(f"{info.repeated_frames} of {len(frame_indices)} frames repeat the previous frame exactly: "
+                     "a frozen video, or a frame size change mid-stream that OpenCV cannot decode (it repeats "
+                     "the last good frame); if the size changes, re-encode at one size "
+                     "(ffmpeg -i IN -vf scale=W:H OUT.mp4) and extract it again")
     if extractor.multi_person:
         tracked = track_people(detections, conventions, options.max_persons, options.tracker)
         poses, scores, persons = tracked.poses, tracked.scores, tracked.persons
@@ -354,8 +363,10 @@ def extract_videos(
         an :class:`ExtractSummary`; ``exit_code`` is 0 when every selected video has an ``ok`` clip.
 
     Raises:
-        ExtractionError: no video, duplicate clip names, the model cannot be loaded, or
-            :data:`MAX_CONSECUTIVE_ERRORS` videos in a row failed inside the extractor.
+        ExtractionError: no video, duplicate clip names, the model cannot be loaded,
+            :data:`MAX_CONSECUTIVE_ERRORS` videos in a row failed inside the extractor, or the cache
+            cannot be written for lack of space (full disk, quota, file-size limit: the committed clips
+            stay readable, the failed segment leaves no file, and a rerun resumes).
         CacheError: ``out`` is not a compatible cache.
     """
     opts = options or ExtractOptions()
@@ -372,57 +383,69 @@ def extract_videos(
     all_names = [j.name for j in all_jobs]
     classes = ntu_class_names(infer_benchmark(all_names)) if all_ntu else None
     summary = ExtractSummary()
-    with CacheWriter(out, list(conventions), max_persons=opts.max_persons, classes=classes,
-                     writer_id=writer_id, segment_size=1) as writer:
-        if all_ntu:
-            splits = ntu_splits(all_names)
-            if any(splits.values()):
-                writer.set_splits(splits)
-        stored = _stored_statuses(Path(out)) if writer.done else {}
-        pending: list[VideoJob] = []
-        skipped: dict[str, SummaryRow] = {}
-        for job in jobs:
-            if job.name in writer.done:
-                status, message = stored.get(job.name, ("ok", ""))
-                if not (opts.retry_failed and status != "ok"):
-                    skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
-                    continue
-            pending.append(job)
-        progress.run_started(len(pending), len(skipped), 0)
-        rows: dict[str, SummaryRow] = dict(skipped)
-        extractor: Extractor | None = None
-        consecutive_errors = 0
-        try:
-            for job in pending:
-                if extractor is None:
-                    extractor = extractor_factory()
-                    summary.model_loaded = True
-                    for line in extractor.describe():
-                        log.info(line)
-                        progress.message(line)
-                start = time.perf_counter()
-                try:
-                    clip = extract_video(job, extractor, opts, progress)
-                    consecutive_errors = 0
-                except Exception as err:  # noqa: BLE001 - recorded per video; KeyboardInterrupt passes
-                    log.exception("extraction of %s failed", job.path)
-                    consecutive_errors += 1
-                    detail = f"{type(err).__name__}: {err}"
-                    if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                        raise ExtractionError(
-                            f"{consecutive_errors} videos in a row failed inside the {extractor.name} extractor; "
-                            f"last ({job.path}): {detail}. Fix the cause, then rerun with --retry-failed"
-                        ) from err
-                    clip = Clip(name=job.name, source=str(job.path), extractor=extractor.name,
-                                model_id=extractor.model_id, status="error", message=detail)
-                writer.add(clip)  # segment_size=1: committed now
-                seconds = time.perf_counter() - start
-                summary.frames += clip.frames
-                rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, clip.message)
-                progress.video_finished(clip, seconds)
-        finally:
-            if extractor is not None:
-                extractor.close()
+    rows: dict[str, SummaryRow] = {}
+    try:
+        with CacheWriter(out, list(conventions), max_persons=opts.max_persons, classes=classes,
+                         writer_id=writer_id, segment_size=1) as writer:
+            if all_ntu:
+                splits = ntu_splits(all_names)
+                if any(splits.values()):
+                    writer.set_splits(splits)
+            stored = _stored_statuses(Path(out)) if writer.done else {}
+            pending: list[VideoJob] = []
+            skipped: dict[str, SummaryRow] = {}
+            for job in jobs:
+                if job.name in writer.done:
+                    status, message = stored.get(job.name, ("ok", ""))
+                    if not (opts.retry_failed and status != "ok"):
+                        skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
+                        continue
+                pending.append(job)
+            progress.run_started(len(pending), len(skipped), 0)
+            rows.update(skipped)
+            extractor: Extractor | None = None
+            consecutive_errors = 0
+            try:
+                for job in pending:
+                    if extractor is None:
+                        extractor = extractor_factory()
+                        summary.model_loaded = True
+                        for line in extractor.describe():
+                            log.info(line)
+                            progress.message(line)
+                    start = time.perf_counter()
+                    try:
+                        clip = extract_video(job, extractor, opts, progress)
+                        consecutive_errors = 0
+                    except Exception as err:  # noqa: BLE001 - recorded per video; KeyboardInterrupt passes
+                        log.exception("extraction of %s failed", job.path)
+                        consecutive_errors += 1
+                        detail = f"{type(err).__name__}: {err}"
+                        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                            raise ExtractionError(
+                                f"{consecutive_errors} videos in a row failed inside the {extractor.name} extractor; "
+                                f"last ({job.path}): {detail}. Fix the cause, then rerun with --retry-failed"
+                            ) from err
+                        clip = Clip(name=job.name, source=str(job.path), extractor=extractor.name,
+                                    model_id=extractor.model_id, status="error", message=detail)
+                    writer.add(clip)  # segment_size=1: committed now
+                    seconds = time.perf_counter() - start
+                    summary.frames += clip.frames
+                    rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, clip.message)
+                    progress.video_finished(clip, seconds)
+            finally:
+                if extractor is not None:
+                    extractor.close()
+    except (OSError, CacheError) as err:
+        reason = disk_error_reason(err)
+        if reason is None:
+            raise
+        now = sum(1 for r in rows.values() if not r.skipped)
+        raise ExtractionError(
+            f"cannot write to the cache {out}: {reason}. The {now} clip(s) committed by this run before it "
+            "stopped are kept and the cache stays readable (`msclr info`); free some space (or move the cache "
+            "to a bigger disk), then rerun the same command: it resumes where this run stopped"
+        ) from err
     summary.rows = [rows[j.name] for j in jobs if j.name in rows]
     summary.elapsed = time.perf_counter() - t0
     return summary
@@ -522,7 +545,7 @@ class RichExtractProgress(ExtractProgress):
 
     def video_finished(self, clip: Clip, seconds: float) -> None:
         self._progress.update(self._videos, advance=1)
-        if clip.status != "ok":
+        if clip.status != "ok" or clip.message:
             self.console.print(f"[yellow]{clip.name}: {clip.status}[/yellow] {clip.message}")
 
 
