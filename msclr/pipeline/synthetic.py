@@ -142,7 +142,7 @@ def _smpl_motion(action: int, phi: np.ndarray, amp: float, rng: np.random.Genera
         raise ValueError(f"unknown synthetic action {action}")
 
     # Legs (squat bends the knees forwards; kick swings the right leg forwards).
-    for side, sign in (("l", -1.0), ("r", 1.0)):
+    for side in ("l", "r"):
         hip = joints[:, skeleton.index(f"{side}hip")].copy()
         hip[:, 1] -= pelvis_drop
         ankle = joints[:, skeleton.index(f"{side}ank")].copy()
