@@ -1,0 +1,567 @@
+"""``msclr predict``: named actions for one clip, from a finished training run.
+
+Two entry points share one path:
+
+- :func:`predict_skeletons` takes poses already in memory (convention -> ``(T, M, V, 3)`` metres,
+  Kinect camera axes, as in the cache) and returns a :class:`Prediction`;
+- :func:`predict_video` extracts every convention the run needs from a video in ONE extractor pass
+  (:func:`msclr.pipeline.extract.extract_video`, the code path of ``msclr extract``, with the run's
+  person slots M), then calls :func:`predict_skeletons`, and optionally renders the clip with the
+  skeletons and the top label (:mod:`msclr.pipeline.render`).
+
+Prediction = training's preprocessing (``run.json["preprocessing"]``: length, centring, y-rotation,
+valid-frame rule) -> every stream's frozen encoder -> one linear classifier per convention ->
+:meth:`msclr.pipeline.run.TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
+
+**Displayed probabilities.**  In ``softmax`` mode the run averages per-classifier softmax
+probabilities (ensemble) and fuses streams with weights (0.6 joint, 0.6 bone, 0.4 motion); the fused
+score is divided by the sum of the weights of the streams used, so it is a weighted *mean* of
+probabilities and sums to 1 (the ranking is unchanged).  In ``logits`` mode the run averages logits;
+they are turned into probabilities for display with a softmax (of the weighted mean of logits), and
+``Prediction.score`` / the JSON key ``"score"`` says so.
+
+**The RUN folder is self-contained**: ``run.json`` (conventions, streams, preprocessing, classes,
+ensemble/fusion modes) and ``model.pt`` (skeleton definitions, encoder and classifier weights, loaded
+with ``torch.load(weights_only=True)``: a file carrying pickled objects is refused before anything in
+it runs).  The cache the run was trained on is not needed, except as the last fallback for the number
+of person slots M of a run written before ``run.json`` recorded it (see :func:`run_max_persons`).
+
+**Which extractor produces what** (:data:`EXTRACTOR_OUTPUTS`): MeTRAbs gives ``smpl_24``,
+``smplx_42``, ``berkeley_mhad_43``, ``kinectv2_25`` (and any other skeleton of the SavedModel whose
+joint names match a definition in the run); MediaPipe gives only ``blazepose_33``.  Nothing
+extracts ``ntu_kinect_25`` (NTU's Kinect ground truth) or ``kinect_v1_20`` from video.
+
+**Serving an NTU-Kinect model from video** (:data:`SERVED_BY`): a run trained on ``ntu_kinect_25``
+is fed MeTRAbs' ``kinectv2_25`` in its place.  ``kinectv2_25`` is regressed from MeTRAbs' joints by an
+affine map fitted on NTU RGB+D Kinect ground truth (``reference/skeletons.md`` §3), and the two
+share the index order joint by joint, so the arrays are passed unchanged (index v -> index v):
+
+====  ===============  ==============  ====  ===============  ==============
+  #   ntu_kinect_25    kinectv2_25       #   ntu_kinect_25    kinectv2_25
+====  ===============  ==============  ====  ===============  ==============
+  0   SpineBase        spinebase        13   KneeLeft         lkne
+  1   SpineMid         spinemid         14   AnkleLeft        lank
+  2   Neck             neck             15   FootLeft         lfoo
+  3   Head             head             16   HipRight         rhip
+  4   ShoulderLeft     lsho             17   KneeRight        rkne
+  5   ElbowLeft        lelb             18   AnkleRight       rank
+  6   WristLeft        lwri             19   FootRight        rfoo
+  7   HandLeft         lhan             20   SpineShoulder    spineshoulder
+  8   ShoulderRight    rsho             21   HandTipLeft      lhandtip
+  9   ElbowRight       relb             22   ThumbLeft        lthu
+ 10   WristRight       rwri             23   HandTipRight     rhandtip
+ 11   HandRight        rhan             24   ThumbRight       rthu
+ 12   HipLeft          lhip
+====  ===============  ==============  ====  ===============  ==============
+
+The graphs differ only in the hand edges (NTU: HandTip-Thumb-Hand; ``kinectv2_25``: HandTip on Hand,
+Thumb on Wrist); the model uses its own (NTU) graph and centre (20) on the substituted joints.
+:func:`substitute_compatible` checks at run time that the two definitions have the same joint count
+and the same left/right flip permutation.  **Left/right caveat** (``reference/skeletons.md`` §3,
+unverified): PosePile's NTU loader names NTU's raw "ShoulderLeft" ``rsho``; if the affine map was
+fitted with that naming, ``kinectv2_25[4]`` corresponds to NTU raw index 8 and every left/right block
+is swapped (4-7 <-> 8-11, 12-15 <-> 16-19, 21-22 <-> 23-24) with respect to what an NTU-trained model
+saw.  Lateral actions (e.g. "wave right hand") could then be confused with their mirror class; compare
+the MeTRAbs output with the NTU ``.skeleton`` of one clip before relying on such classes.  Every
+prediction lists the substitution under ``conventions`` (``{"ntu_kinect_25": "kinectv2_25"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msclr.errors import CheckpointError, ExtractionError, MsclrError
+from msclr.skeletons import Skeleton
+
+EXTRACTOR_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "metrabs": ("smpl_24", "smplx_42", "berkeley_mhad_43", "kinectv2_25"),
+    "mediapipe": ("blazepose_33",),
+}
+"""Built-in conventions each extractor produces (MeTRAbs: also other skeletons of its model by name)."""
+
+NOT_FROM_VIDEO = frozenset({"ntu_kinect_25", "kinect_v1_20"})
+"""Conventions of sensor ground truth (Kinect): no extractor produces them from RGB video."""
+
+SERVED_BY: dict[str, str] = {"ntu_kinect_25": "kinectv2_25"}
+"""model convention -> extracted convention fed in its place (same joint order; see the module docstring)."""
+
+DEFAULT_MAX_PERSONS = 2
+"""Person slots assumed when neither run.json nor the run's cache says (``msclr extract``'s default)."""
+
+
+class NoPersonError(MsclrError):
+    """The clip shows nobody (no frame with a usable person)."""
+
+
+# ----------------------------------------------------------------------------- the run
+def open_run(run: str | Path, *, device: str = "cpu") -> Any:
+    """Load a FINISHED run for prediction (:func:`msclr.pipeline.run.load_run` after checks).
+
+    Raises:
+        CheckpointError: the folder is missing, is not an msclr run, is not finished (status
+            "running": training was interrupted), has no ``model.pt``, or ``model.pt`` is not a
+            pickle-free msclr checkpoint (refused before anything in it is executed).
+    """
+    from msclr.pipeline.run import RunPaths, load_run, read_run_info
+
+    path = Path(run)
+    if not path.exists():
+        raise CheckpointError(f"model folder {path} does not exist; pass the --out folder of `msclr train` "
+                              "(e.g. --model run/).")
+    if not path.is_dir():
+        raise CheckpointError(f"--model {path} is a file; pass the run FOLDER written by `msclr train` "
+                              "(the one holding run.json and model.pt).")
+    info = read_run_info(path)
+    status = info.get("status")
+    if status != "complete":
+        raise CheckpointError(f"{path} is not a finished run (status {status!r}): training stopped before the "
+                              f"linear evaluation wrote model.pt. Finish it with `msclr train {info.get('cache', 'CACHE')} "
+                              f"--out {path} --resume`.")
+    if not RunPaths(path).model.is_file():
+        raise CheckpointError(f"{path}/model.pt is missing although run.json says the run is complete; copy the "
+                              "whole run folder, or retrain.")
+    return load_run(path, device=device)
+
+
+def run_max_persons(info: Mapping[str, Any]) -> tuple[int, str | None]:
+    """Person slots M the run was trained with, and a note when it had to be guessed.
+
+    The encoder averages its features over the M slots (empty slots included), so prediction must
+    use the training M.  Looked up in ``run.json`` (``preprocessing.max_persons`` or
+    ``max_persons``), else in the run's cache if it still exists, else
+    :data:`DEFAULT_MAX_PERSONS` with a note.
+    """
+    for value in (info.get("preprocessing", {}).get("max_persons"), info.get("max_persons")):
+        if isinstance(value, int) and value >= 1:
+            return value, None
+    cache = info.get("cache")
+    if cache:
+        manifest = Path(cache) / "msclr-cache.json"
+        try:
+            value = json.loads(manifest.read_text(encoding="utf-8")).get("max_persons")
+        except (OSError, ValueError):
+            value = None
+        if isinstance(value, int) and value >= 1:
+            return value, None
+    return DEFAULT_MAX_PERSONS, (f"run.json does not record the person slots M and the run's cache is gone; "
+                                 f"assuming M = {DEFAULT_MAX_PERSONS}")
+
+
+def substitute_compatible(model: Skeleton, data: Skeleton) -> bool:
+    """True when ``data``'s arrays can be fed to a model trained on ``model`` index for index
+    (same joint count and the same left/right flip permutation)."""
+    return model.num_joints == data.num_joints and tuple(model.flip) == tuple(data.flip)
+
+
+def extractable(convention: str, extractor: str) -> bool:
+    """Can ``extractor`` produce ``convention`` directly (before substitution)?"""
+    if extractor == "mediapipe":
+        return convention in EXTRACTOR_OUTPUTS["mediapipe"]
+    if extractor == "metrabs":
+        return convention not in NOT_FROM_VIDEO and convention not in EXTRACTOR_OUTPUTS["mediapipe"]
+    raise MsclrError(f"unknown extractor {extractor!r}; use one of {', '.join(EXTRACTOR_OUTPUTS)}.")
+
+
+def serving_plan(conventions: Sequence[str], extractor: str) -> dict[str, str]:
+    """model convention -> convention to extract for it (itself, or :data:`SERVED_BY`'s substitute).
+
+    Raises:
+        MsclrError: a convention the extractor cannot produce (the message says which extractor
+            produces what, and which one the run needs).
+    """
+    plan: dict[str, str] = {}
+    missing: list[str] = []
+    for conv in conventions:
+        if extractable(conv, extractor):
+            plan[conv] = conv
+        elif conv in SERVED_BY and extractable(SERVED_BY[conv], extractor):
+            plan[conv] = SERVED_BY[conv]
+        else:
+            missing.append(conv)
+    if missing:
+        other = [e for e in EXTRACTOR_OUTPUTS if e != extractor and all(
+            extractable(c, e) or (c in SERVED_BY and extractable(SERVED_BY[c], e)) for c in conventions)]
+        produces = "; ".join(f"{e}: {', '.join(c)}" + (" (+ other MeTRAbs skeletons by name; ntu_kinect_25 via "
+                                                         "kinectv2_25)" if e == "metrabs" else "")
+                             for e, c in EXTRACTOR_OUTPUTS.items())
+        hint = (f"use --extractor {other[0]}" if other else
+                "no extractor produces all of them from video; train a run on conventions an extractor produces")
+        raise MsclrError(f"the run was trained on {', '.join(conventions)}, but --extractor {extractor} cannot "
+                         f"produce {', '.join(missing)}. Extractors produce: {produces}. Fix: {hint}.")
+    return plan
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass
+class Prediction:
+    """What a prediction found.
+
+    Attributes:
+        classes: the run's class names (label order).
+        probabilities: ``(C,)`` float64 display probabilities (sum 1; see the module docstring).
+        top: the top-k as dicts ``rank, label, class, probability``, best first.
+        score: how ``probabilities`` were obtained (mode of the run, and any softmax for display).
+        conventions: model convention -> the convention of the poses fed to it.
+        streams: streams used (``joint``, ``motion``, ``bone``).
+        per_model: stream -> convention -> that single classifier's top-1 (class, label, probability).
+        frames: frames of the clip (T before resampling); persons: person slots that hold someone.
+        max_persons: M the run uses.
+        extractor, model_id, source, fps: provenance (empty / NaN when predicting from skeletons).
+        render: path of the rendered video, if any.
+        notes: remarks (substitutions, guesses).
+    """
+
+    classes: list[str]
+    probabilities: np.ndarray
+    top: list[dict[str, Any]]
+    score: str
+    conventions: dict[str, str]
+    streams: list[str]
+    per_model: dict[str, dict[str, dict[str, Any]]]
+    frames: int
+    persons: int
+    max_persons: int
+    run: str = ""
+    extractor: str = ""
+    model_id: str = ""
+    source: str = ""
+    fps: float = math.nan
+    render: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> int:
+        """The top-1 class index."""
+        return int(self.top[0]["label"])
+
+    @property
+    def name(self) -> str:
+        """The top-1 class name."""
+        return str(self.top[0]["class"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (what ``msclr predict --json`` prints)."""
+        return {
+            "clip": self.source or None, "model": self.run, "top_k": self.top, "score": self.score,
+            "conventions": self.conventions, "streams": self.streams, "per_model": self.per_model,
+            "extractor": self.extractor or None, "pose_model": self.model_id or None, "frames": self.frames,
+            "fps": self.fps if math.isfinite(self.fps) else None, "persons": self.persons,
+            "max_persons": self.max_persons, "num_classes": len(self.classes), "render": self.render,
+            "notes": self.notes,
+        }
+
+
+def _fit_persons(poses: np.ndarray, m: int) -> np.ndarray:
+    """(T, M', V, 3) -> (T, m, V, 3): keep the first m slots (the most salient) or pad with zeros."""
+    if poses.shape[1] >= m:
+        return poses[:, :m]
+    pad = np.zeros((poses.shape[0], m - poses.shape[1], *poses.shape[2:]), poses.dtype)
+    return np.concatenate([poses, pad], axis=1)
+
+
+def _resolve_inputs(model_convs: Sequence[str], skeletons: Mapping[str, Skeleton],
+                    poses: Mapping[str, np.ndarray]) -> dict[str, str]:
+    used: dict[str, str] = {}
+    for conv in model_convs:
+        if conv in poses:
+            used[conv] = conv
+        elif conv in SERVED_BY and SERVED_BY[conv] in poses:
+            used[conv] = SERVED_BY[conv]
+    if not used:
+        subs = "".join(f"; {k} can be served by {v}" for k, v in SERVED_BY.items() if k in model_convs)
+        raise MsclrError(f"the poses given ({', '.join(poses) or 'none'}) contain none of the run's conventions "
+                         f"({', '.join(model_convs)}{subs}); extract one of those.")
+    return used
+
+
+def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, np.ndarray], *, top_k: int = 5,
+                      device: str = "cpu") -> Prediction:
+    """Classify one clip given as skeletons.
+
+    Args:
+        run: a run folder, or a :class:`msclr.pipeline.run.TrainedRun` already loaded (by :func:`open_run`).
+        poses_by_convention: convention -> ``(T, M', V, 3)`` float metres, Kinect camera axes, absent
+            persons all zeros (a cache clip's ``poses``).  Keys may be the run's conventions or
+            their :data:`SERVED_BY` substitutes; conventions the run does not know are ignored;
+            conventions of the run that are missing are left out of the ensemble (noted).  The
+            person axis is cut or zero-padded to the run's M.
+        top_k: classes to return (at most the number of classes).
+        device: ``cpu`` / ``cuda`` when ``run`` is a path.
+
+    Returns:
+        a :class:`Prediction` (``frames`` = T; provenance fields empty).
+
+    Raises:
+        NoPersonError: no frame of the clip holds a person.
+        MsclrError: none of the run's conventions is given, or joint counts do not match.
+    """
+    from msclr.pipeline.fusion import softmax
+    from msclr.pipeline.preprocess import EmptyClipError, preprocess_clip
+
+    trained = open_run(run, device=device) if isinstance(run, str | Path) else run
+    info = trained.info
+    model_convs = list(info["conventions"])
+    used = _resolve_inputs(model_convs, trained.skeletons, poses_by_convention)
+    notes: list[str] = []
+    m, note = run_max_persons(info)
+    if note:
+        notes.append(note)
+    prep = info.get("preprocessing", {})
+    options = {k: prep[k] for k in ("length", "centre", "y_rotation", "valid") if k in prep}
+    inputs: dict[str, np.ndarray] = {}
+    frames = persons = 0
+    for conv, source in used.items():
+        skel = trained.skeletons[conv]
+        arr = np.asarray(poses_by_convention[source], dtype=np.float32)
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise MsclrError(f"poses of {source} must be (T, M, V, 3), got shape {arr.shape}.")
+        if arr.shape[2] != skel.num_joints:
+            raise MsclrError(f"poses of {source} have {arr.shape[2]} joints but the run's {conv} has "
+                             f"{skel.num_joints}; pass the convention the poses are in.")
+        if source != conv:
+            from msclr.skeletons import get_skeleton
+
+            if not substitute_compatible(skel, get_skeleton(source)):
+                raise MsclrError(f"{source} cannot stand in for {conv} (different joints or left/right pairs).")
+            notes.append(f"{conv} served by {source} (same joint order; see `msclr predict --help`)")
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        frames = max(frames, arr.shape[0])
+        persons = max(persons, int(np.any(arr != 0, axis=(0, 2, 3)).sum()))
+        try:
+            sample = preprocess_clip(_fit_persons(arr, m), skel, **options)
+        except EmptyClipError:
+            raise NoPersonError(f"nobody in the clip: no frame of its {source} skeletons holds a person "
+                                f"({arr.shape[0]} frames); use a clip that shows a person's body.") from None
+        inputs[conv] = sample[None]
+    missing = [c for c in model_convs if c not in used]
+    if missing:
+        notes.append(f"ensemble without {', '.join(missing)} (not given)")
+    scores = trained.scores(inputs)
+    streams = list(scores["streams"])
+    final = np.asarray(scores["final"], dtype=np.float64)[0]
+    if len(streams) > 1:
+        mode = info["fusion"]["mode"]
+        weights = info["fusion"]["weights"]
+        final = final / sum(float(weights[s]) for s in streams)
+        how = "weighted mean over streams (fusion weights normalised) of "
+    else:
+        mode = info["ensemble_mode"]
+        how = ""
+    several = len(inputs) > 1
+    if mode == "logits":
+        probs = softmax(final)
+        score = ("softmax, for display, of the " + how + ("mean of the classifiers' logits" if several else
+                                                          "classifier's logits") + " (the run averages logits)")
+    else:
+        probs = final
+        score = how + ("mean of the classifiers' softmax probabilities" if several else "softmax probabilities")
+    classes = trained.classes
+    order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(classes)))]
+    top = [{"rank": r + 1, "label": int(i), "class": classes[i], "probability": float(probs[i])}
+           for r, i in enumerate(order)]
+    per_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for stream, by_conv in scores["logits"].items():
+        per_model[stream] = {}
+        for conv, logits in by_conv.items():
+            p = softmax(np.asarray(logits[0], dtype=np.float64))
+            best = int(np.argmax(p))
+            per_model[stream][conv] = {"class": classes[best], "label": best, "probability": float(p[best])}
+    return Prediction(classes=classes, probabilities=probs, top=top, score=score, conventions=used,
+                      streams=streams, per_model=per_model, frames=frames, persons=persons, max_persons=m,
+                      run=str(run) if isinstance(run, str | Path) else "", notes=notes)
+
+
+# ----------------------------------------------------------------------------- from a video
+ExtractorFactory = Callable[[Sequence[Skeleton], int], Any]
+"""``(skeletons to extract, person slots M) -> extractor`` (see :mod:`msclr.extractors.base`)."""
+
+
+def default_extractor_factory(extractor: str, pose_model: str | None = None, *,
+                              record_2d: bool = False) -> ExtractorFactory:
+    """A factory for the ``msclr extract`` backends with its defaults (MeTRAbs: fov 55, 5 augmentations,
+    max detections M + 2).  ``record_2d``: MediaPipe also keeps its normalised image landmarks for
+    rendering (:class:`msclr.pipeline.render.MediaPipeWith2D`)."""
+    if extractor == "mediapipe" and pose_model is not None:
+        raise MsclrError("--pose-model only applies to --extractor metrabs (MediaPipe ships its model).")
+
+    def build(skeletons: Sequence[Skeleton], max_persons: int) -> Any:
+        if extractor == "mediapipe":
+            if record_2d:
+                from msclr.pipeline.render import MediaPipeWith2D
+
+                return MediaPipeWith2D()
+            from msclr.extractors.mediapipe_pose import MediaPipeExtractor
+
+            return MediaPipeExtractor()
+        if extractor == "metrabs":
+            from msclr.extractors.metrabs import DEFAULT_MODEL_URL, MetrabsExtractor, MetrabsOptions
+
+            return MetrabsExtractor(pose_model or DEFAULT_MODEL_URL, list(skeletons),
+                                    MetrabsOptions(max_detections=max_persons + 2))
+        raise MsclrError(f"unknown extractor {extractor!r}; use one of {', '.join(EXTRACTOR_OUTPUTS)}.")
+
+    return build
+
+
+def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = "metrabs",
+                  pose_model: str | None = None, top_k: int = 5, device: str = "cpu",
+                  render: str | Path | None = None, batch_size: int = 16,
+                  extractor_factory: ExtractorFactory | None = None, progress: Any = None,
+                  render_progress: Callable[[int, int], None] | None = None) -> Prediction:
+    """Extract the run's conventions from ``video`` in one pass, classify, optionally render.
+
+    Args:
+        video: a video file OpenCV can decode.
+        run: run folder or loaded :class:`~msclr.pipeline.run.TrainedRun`.
+        extractor: ``metrabs`` or ``mediapipe`` (decides what can be produced: :func:`serving_plan`).
+        pose_model: MeTRAbs SavedModel URL or directory (default: ``msclr extract``'s).
+        top_k, device: see :func:`predict_skeletons`.
+        render: write the clip with skeletons and the top label to this ``.mp4`` / ``.avi`` file.
+        batch_size: frames per extractor call.
+        extractor_factory: build the extractor yourself (tests); default
+            :func:`default_extractor_factory`.
+        progress: an :class:`msclr.pipeline.extract.ExtractProgress` (frames bar).
+        render_progress: ``(frames written, total)`` callback while rendering.
+
+    Raises:
+        ExtractionError: missing / undecodable video, pose model problems.
+        NoPersonError: nobody in the clip.
+        MsclrError: conventions the extractor cannot produce, a render path that cannot be written.
+        CheckpointError: see :func:`open_run`.
+    """
+    from msclr.pipeline.extract import ExtractOptions, VideoJob, clip_name_for, extract_video
+    from msclr.skeletons import get_skeleton
+
+    path = Path(video)
+    if not path.is_file():
+        raise ExtractionError(f"clip {path} does not exist or is not a file; check the path.")
+    trained = open_run(run, device=device) if isinstance(run, str | Path) else run
+    plan = serving_plan(list(trained.info["conventions"]), extractor)
+    render_path = None
+    if render is not None:
+        from msclr.pipeline.render import check_render_path
+
+        render_path = check_render_path(render)
+    m, _ = run_max_persons(trained.info)
+    wanted: dict[str, Skeleton] = {}
+    for conv, source in plan.items():
+        if source not in wanted:
+            wanted[source] = trained.skeletons[conv] if source == conv else get_skeleton(source)
+    factory = extractor_factory or default_extractor_factory(extractor, pose_model, record_2d=render is not None)
+    ext = factory(list(wanted.values()), m)
+    try:
+        name, _ = clip_name_for(path)
+        clip = extract_video(VideoJob(path, name, None), ext, ExtractOptions(batch_size=batch_size, max_persons=m),
+                             progress)
+    finally:
+        ext.close()
+    if clip.status == "no_person":
+        raise NoPersonError(f"nobody in the clip {path}: {clip.message} ({ext.name}). Use a clip that shows a "
+                            "person's body.")
+    if clip.status != "ok":
+        raise ExtractionError(f"cannot extract skeletons from {path} ({clip.status}): {clip.message}")
+    prediction = predict_skeletons(trained, {source: clip.poses[source] for source in set(plan.values())},
+                                   top_k=top_k, device=device)
+    if isinstance(run, str | Path):
+        prediction.run = str(run)
+    prediction.extractor = clip.extractor
+    prediction.model_id = clip.model_id
+    prediction.source = str(path)
+    prediction.fps = clip.fps
+    prediction.frames = clip.frames
+    if clip.message:
+        prediction.notes.append(clip.message)
+    if render_path is not None:
+        from msclr.pipeline.render import render_prediction
+
+        first = next(iter(plan.values()))
+        written = render_prediction(path, render_path, clip, wanted[first], prediction, ext,
+                                    progress=render_progress)
+        prediction.render = str(written.path)
+        prediction.notes.extend(written.notes)
+    return prediction
+
+
+class RichPredictProgress:
+    """A frames bar on stderr for the extraction of the one clip (an
+    :class:`msclr.pipeline.extract.ExtractProgress`); use as a context manager."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console)
+        self._task = self._progress.add_task("extracting", total=None, rate="")
+        self._frames = 0
+        self._t0 = 0.0
+
+    def __enter__(self) -> RichPredictProgress:
+        import time
+
+        self._t0 = time.perf_counter()
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def run_started(self, total: int, skipped: int, frames_hint: int) -> None:  # pragma: no cover - unused here
+        pass
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def video_started(self, job: Any, expected_frames: int) -> None:
+        self._progress.update(self._task, description=f"extracting {job.path.name}", total=expected_frames or None)
+
+    def frames_done(self, count: int) -> None:
+        import time
+
+        self._frames += count
+        rate = self._frames / max(time.perf_counter() - self._t0, 1e-6)
+        self._progress.update(self._task, advance=count, rate=f"{rate:.1f} frames/s")
+
+    def video_finished(self, clip: Any, seconds: float) -> None:  # pragma: no cover - not called by predict
+        pass
+
+
+def print_prediction(prediction: Prediction, console: Any = None) -> None:
+    """The rich table of the top-k classes and a line of provenance (``msclr predict`` without ``--json``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    title = f"{Path(prediction.source).name}" if prediction.source else "prediction"
+    table = Table(title=f"{title}: top {len(prediction.top)} of {len(prediction.classes)} classes")
+    table.add_column("#", justify="right")
+    table.add_column("class", style="bold")
+    table.add_column("label", justify="right")
+    table.add_column("probability", justify="right")
+    for row in prediction.top:
+        bar = "█" * int(round(20 * row["probability"]))
+        table.add_row(str(row["rank"]), row["class"], str(row["label"]), f"{row['probability']:.1%} {bar}")
+    table.caption = prediction.score
+    console.print(table)
+    convs = ", ".join(k if k == v else f"{k} <- {v}" for k, v in prediction.conventions.items())
+    extractor = f"{prediction.extractor}, " if prediction.extractor else ""
+    console.print(f"{extractor}{prediction.frames} frames, {prediction.persons} person(s); conventions {convs}; "
+                  f"streams {', '.join(prediction.streams)}")
+    for note in prediction.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if prediction.render:
+        console.print(f"rendered: {prediction.render}")
+
+
+__all__ = ["EXTRACTOR_OUTPUTS", "NOT_FROM_VIDEO", "SERVED_BY", "DEFAULT_MAX_PERSONS", "NoPersonError", "Prediction",
+           "open_run", "run_max_persons", "substitute_compatible", "extractable", "serving_plan",
+           "predict_skeletons", "default_extractor_factory", "predict_video", "RichPredictProgress",
+           "print_prediction"]
