@@ -532,14 +532,13 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
     """
     from rich.console import Console
 
-    from msclr.pipeline.extract import RichExtractProgress
-    from msclr.pipeline.predict import predict_video, print_prediction
+    from msclr.pipeline.predict import RichPredictProgress, predict_video, print_prediction
 
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    with RichExtractProgress() as progress:
+    with RichPredictProgress() as progress:
         prediction = predict_video(clip, run, extractor=extractor, pose_model=pose_model, top_k=top_k,
                                    device=device, render=render, progress=progress)
     if as_json:
@@ -559,7 +558,7 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
               help="CPU threads for torch [default: the idle cores, from the load average].")
 @user_errors
 def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: int | None) -> None:
-    """Synthetic end-to-end tour on CPU: no downloads, no data, about two minutes.
+    """Synthetic end-to-end tour on CPU: no downloads, no data, one to two minutes.
 
     Generates a small SYNTHETIC action set (6 classes of procedural motions, in two skeleton
     conventions, ntu_kinect_25 + smpl_24), writes it to a cache, runs MS-AimCLR pretraining,
@@ -573,9 +572,13 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
 
     console = Console(stderr=True)
     console.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
-    with ConsoleProgress(console, quiet=True) as progress:
-        result = run_demo(out, device=device, seed=seed, progress=progress, baseline=not no_baseline,
-                          threads=threads)
+    try:
+        with ConsoleProgress(console, quiet=True) as progress:
+            result = run_demo(out, device=device, seed=seed, progress=progress, baseline=not no_baseline,
+                              threads=threads)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the demo stopped; run `msclr demo` again (a new folder) to start over.", err=True)
+        sys.exit(130)
     print_demo(result, Console())
 
 

@@ -1,0 +1,215 @@
+"""UTD-MHAD benchmark: MS-AimCLR pretraining + linear evaluation on real Kinect v1 skeletons, CPU.
+
+What it does (all through msclr's library, no shortcuts):
+
+1. Reads ``utd_mhad/utd_mhad_3d.pkl`` (pyskl format, 861 clips, 27 classes, ``kinect_v1_20``) with msclr's
+   validated pyskl reader, and writes a temporary cache with TWO conventions of the same real clips:
+   ``kinect_v1_20`` and ``utd_mid_16``, a user-defined 16-joint skeleton derived by a fixed linear joint map
+   (the wrist/hand and ankle/foot pairs merged into their mid-points), registered through the cache's
+   skeleton definitions.  Splits: the file's cross-subject ``xsub_train`` (odd subjects, 431 clips) /
+   ``xsub_val`` (even subjects, 430).
+2. Baselines: a random-init frozen encoder + linear classifier per convention and their skeleton ensemble.
+   A fresh encoder's BatchNorm running statistics are (0, 1), which makes its eval-mode features ~1e-6;
+   the baseline therefore recalibrates them on the training clips (no labels, no gradient; see
+   :func:`msclr.pipeline.linear_eval.calibrate_batchnorm`); the raw number is printed too.
+3. ``msclr train`` on the cache (:func:`msclr.pipeline.run.train_run`, the CLI's code path) with the
+   ``cpu_small`` recipe: multi-skeleton MS-AimCLR pretraining on both conventions, then linear evaluation of
+   each convention and the skeleton ensemble (last epoch, test split).
+
+Targets (task brief): pretrained >= 80 % top-1 and >= 15 points over random init, in <= 30 min on 2 cores.
+
+Usage::
+
+    python bench/utd_mhad.py                 # full run (~30 min on 2 CPU cores)
+    python bench/utd_mhad.py --quick         # 2-3 min smoke run (few epochs; numbers not meaningful)
+    python bench/utd_mhad.py --epochs 60 --threads 2 --keep /tmp/utd_run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# utd_mid_16: index -> (source joints of kinect_v1_20 averaged); names in the registry's kinect_v1_20 order
+MID_JOINTS = (
+    ("head", ("head",)),
+    ("neck", ("shoulder_center",)),
+    ("spine", ("spine",)),
+    ("pelvis", ("hip_center",)),
+    ("left_shoulder", ("left_shoulder",)),
+    ("left_elbow", ("left_elbow",)),
+    ("left_hand_mid", ("left_wrist", "left_hand")),
+    ("right_shoulder", ("right_shoulder",)),
+    ("right_elbow", ("right_elbow",)),
+    ("right_hand_mid", ("right_wrist", "right_hand")),
+    ("left_hip", ("left_hip",)),
+    ("left_knee", ("left_knee",)),
+    ("left_foot_mid", ("left_ankle", "left_foot")),
+    ("right_hip", ("right_hip",)),
+    ("right_knee", ("right_knee",)),
+    ("right_foot_mid", ("right_ankle", "right_foot")),
+)
+MID_EDGES = ((0, 1), (2, 1), (3, 2), (4, 1), (5, 4), (6, 5), (7, 1), (8, 7), (9, 8),
+             (10, 3), (11, 10), (12, 11), (13, 3), (14, 13), (15, 14))
+
+
+def derived_skeleton():
+    """The user-defined ``utd_mid_16`` convention and its (16, 20) joint map from ``kinect_v1_20``."""
+    from msclr.skeletons import Skeleton, derive_flip, get_skeleton
+
+    src = get_skeleton("kinect_v1_20")
+    names = tuple(n for n, _ in MID_JOINTS)
+    matrix = np.zeros((len(MID_JOINTS), src.num_joints), dtype=np.float64)
+    for i, (_, parts) in enumerate(MID_JOINTS):
+        for p in parts:
+            matrix[i, src.index(p)] = 1.0 / len(parts)
+    skel = Skeleton("utd_mid_16", names, MID_EDGES, 1, derive_flip(names), (4, 7),
+                    source="bench/utd_mhad.py: kinect_v1_20 with wrist/hand and ankle/foot merged",
+                    description="derived 16-joint Kinect v1 skeleton (bench only)").validate()
+    return skel, matrix
+
+
+def build_cache(pkl: Path, root: Path, limit: int | None = None) -> None:
+    """Write the two-convention cache from the UTD-MHAD pickle (msclr's validated reader + CacheWriter)."""
+    from msclr.pipeline.cache import CacheWriter, Clip
+    from msclr.pipeline.pyskl import read_annotations
+    from msclr.skeletons import get_skeleton
+
+    src = get_skeleton("kinect_v1_20")
+    mid, matrix = derived_skeleton()
+    parsed = read_annotations(pkl, src)
+    anns = parsed.annotations
+    splits = {k: v for k, v in parsed.splits.items() if k in ("xsub_train", "xsub_val")}
+    if limit:  # every k-th clip: the split files are ordered by class, so this keeps all classes
+        keep = {n for k in splits for n in splits[k][:: max(1, len(splits[k]) // limit)][:limit]}
+        anns = [a for a in anns if a.frame_dir in keep]
+        splits = {k: [n for n in v if n in keep] for k, v in splits.items()}
+    with CacheWriter(root, [src, mid], max_persons=1, classes=CLASSES) as writer:
+        for ann in anns:
+            joints = ann.keypoint[0].astype(np.float64)  # (T, 20, 3) metres, one person
+            derived = np.einsum("wv,tvc->twc", matrix, joints)
+            writer.add(Clip(ann.frame_dir, poses={src.name: joints[:, None].astype(np.float32),
+                                                  mid.name: derived[:, None].astype(np.float32)},
+                            label=ann.label, extractor="import-pyskl", source=str(pkl)))
+        writer.set_splits(splits)
+
+
+CLASSES = [
+    "right arm swipe to the left", "right arm swipe to the right", "right hand wave", "two hand front clap",
+    "right arm throw", "cross arms in the chest", "basketball shooting", "draw x", "draw circle (clockwise)",
+    "draw circle (counter clockwise)", "draw triangle", "bowling (right hand)", "front boxing",
+    "baseball swing from right", "tennis forehand swing", "arm curl (two arms)", "tennis serve",
+    "two hand push", "knock on door", "hand catch", "pick up and throw", "jogging", "walking", "sit to stand",
+    "stand to sit", "forward lunge (left foot forward)", "squat",
+]
+
+
+def random_baseline(cache_root: Path, config, seed: int) -> dict[str, dict[str, float]]:
+    """Random-init frozen encoder + linear per convention + ensemble (raw and BN-calibrated)."""
+    import torch
+
+    from msclr.pipeline.cache import Cache
+    from msclr.pipeline.dataset import load_split
+    from msclr.pipeline.linear_eval import calibrate_batchnorm, evaluate_stream
+    from msclr.pipeline.pretrain import build_encoder
+
+    cache = Cache(cache_root)
+    convs = list(config.data.skeletons)
+    skels = {c: cache.skeletons[c] for c in convs}
+    prep = {"length": config.data.length, "centre": config.data.centre, "y_rotation": config.data.y_rotation}
+    tr = load_split(cache, cache.splits["xsub_train"], convs, **prep).labelled()
+    te = load_split(cache, cache.splits["xsub_val"], convs, **prep).labelled()
+    out = {}
+    for label, calibrate in (("random init (raw BN stats)", False), ("random init (BN calibrated)", True)):
+        torch.manual_seed(seed)
+        enc = build_encoder([skels[c] for c in convs], config.model).eval()
+        if calibrate:
+            calibrate_batchnorm(enc, tr.arrays, skels, "joint")
+        ev = evaluate_stream(enc, tr.arrays, tr.labels, te.arrays, te.labels, skels, "joint", len(CLASSES),
+                             config.linear)
+        m = ev.metrics()
+        out[label] = {**{c: v["top1"] for c, v in m["conventions"].items()}, "ensemble": m["ensemble"]["top1"]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="utd_mhad_3d.pkl (default: shared data folder)")
+    ap.add_argument("--quick", action="store_true", help="2-3 minute smoke run (few epochs, subset)")
+    ap.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the cpu_small recipe)")
+    ap.add_argument("--linear-epochs", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the cache and run in this folder")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from msclr.pipeline.config import resolve_config
+    from msclr.pipeline.run import ConsoleProgress, train_run
+
+    data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"
+    if not data.is_file():
+        sys.exit(f"UTD-MHAD pickle not found at {data}; pass --data PATH")
+    epochs = args.epochs or (2 if args.quick else None)
+    linear_epochs = args.linear_epochs or (10 if args.quick else None)
+    config, notes = resolve_config("cpu_small", skeletons="kinect_v1_20,utd_mid_16", stream="joint",
+                                   split="xsub", epochs=epochs, linear_epochs=linear_epochs, seed=args.seed)
+    if args.quick:
+        config = replace(config, model=replace(config.model, queue_size=128))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="msclr_utd_"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cache_root = work / "cache"
+    if not (cache_root / "msclr-cache.json").exists():
+        build_cache(data, cache_root, limit=120 if args.quick else None)
+    t_cache = time.perf_counter() - t0
+    print(f"cache: {cache_root} ({t_cache:.1f} s); config: pretrain {config.pretrain.epochs} epochs, "
+          f"batch {config.pretrain.batch_size}, queue {config.model.queue_size}, hidden_dim {config.model.hidden_dim}, "
+          f"linear {config.linear.epochs} epochs; threads {args.threads}")
+    for note in notes:
+        print("note:", note)
+
+    t1 = time.perf_counter()
+    baseline = random_baseline(cache_root, config, args.seed)
+    t_base = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    run = work / "run"
+    with ConsoleProgress(quiet=False) as progress:
+        metrics = train_run(cache_root, run, config, device="cpu", resume=(run / "run.json").exists(),
+                            progress=progress, tensorboard=False)
+    t_train = time.perf_counter() - t2
+    joint = metrics["streams"]["joint"]
+    pre = {**{c: v["top1"] for c, v in joint["conventions"].items()}, "ensemble": joint["ensemble"]["top1"]}
+
+    print()
+    print(f"UTD-MHAD xsub ({metrics['protocol']['train_clips']} train / {metrics['protocol']['test_clips']} test "
+          f"clips, 27 classes), linear evaluation top-1 %, last epoch:")
+    header = f"{'model':34s} {'kinect_v1_20':>13s} {'utd_mid_16':>11s} {'ensemble':>9s}"
+    print(header)
+    print("-" * len(header))
+    rows = [*baseline.items(), ("MS-AimCLR pretrained", pre)]
+    for name, r in rows:
+        print(f"{name:34s} {r['kinect_v1_20']:13.2f} {r['utd_mid_16']:11.2f} {r['ensemble']:9.2f}")
+    ref = baseline["random init (BN calibrated)"]
+    print(f"gain over random init (BN calibrated): kinect_v1_20 {pre['kinect_v1_20'] - ref['kinect_v1_20']:+.2f}, "
+          f"ensemble {pre['ensemble'] - ref['ensemble']:+.2f} points")
+    print(f"time: cache {t_cache:.0f} s, baselines {t_base:.0f} s, pretrain + linear eval {t_train:.0f} s "
+          f"(pretraining {metrics['pretrain']['joint']['seconds']:.0f} s), total {time.perf_counter() - t0:.0f} s")
+    print(f"run folder: {run}")
+
+
+if __name__ == "__main__":
+    main()
