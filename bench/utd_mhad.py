@@ -151,6 +151,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="keep the cache and run in this folder")
+    ap.add_argument("--config", default="cpu_small", help="recipe name or TOML file (default: cpu_small)")
+    ap.add_argument("--temperature", type=float, default=None, help="override the recipe's contrastive temperature")
     args = ap.parse_args()
 
     import torch
@@ -164,10 +166,12 @@ def main() -> None:
         sys.exit(f"UTD-MHAD pickle not found at {data}; pass --data PATH")
     epochs = args.epochs or (2 if args.quick else None)
     linear_epochs = args.linear_epochs or (10 if args.quick else None)
-    config, notes = resolve_config("cpu_small", skeletons="kinect_v1_20,utd_mid_16", stream="joint",
+    config, notes = resolve_config(args.config, skeletons="kinect_v1_20,utd_mid_16", stream="joint",
                                    split="xsub", epochs=epochs, linear_epochs=linear_epochs, seed=args.seed)
     if args.quick:
         config = replace(config, model=replace(config.model, queue_size=128))
+    if args.temperature is not None:
+        config = replace(config, model=replace(config.model, temperature=args.temperature))
     work = args.keep or Path(tempfile.mkdtemp(prefix="msclr_utd_"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

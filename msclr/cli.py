@@ -427,7 +427,7 @@ Precedence: defaults (paper) < recipe < options.  --epochs stretches the schedul
 RUN/ receives run.json, config.toml, model.pt (encoders + classifiers, for `msclr predict`),
 metrics.json, report/ (confusion matrices), test_scores.npz, checkpoints, tensorboard/.
 Accuracy is the LAST linear-evaluation epoch on the test split (no test-set model selection).""")
-@click.argument("cache", type=click.Path(exists=True, file_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to create (or resume).")
 @click.option("--config", "recipe", default=None, metavar="RECIPE|FILE.toml", help="Packaged recipe name or TOML file.")
 @click.option("--skeletons", default=None, metavar="A,B", help="Conventions of the cache to train on "

@@ -40,9 +40,9 @@ def require_file(base: Path, relative: str) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
-    """Keep torch to few threads: CI and dev machines have 2 cores."""
+    """One torch thread: the tests use tiny tensors, where 2 threads on a busy 2-core machine were up to 100x slower."""
     try:
         import torch
     except ImportError:  # pragma: no cover
         return
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)

@@ -104,10 +104,6 @@ def test_info_given_an_hdf5_file(kind: str, good_cache: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("kind", FILE_KINDS)
-@pytest.mark.xfail(strict=True, reason=(
-    "msclr train declares CACHE as click.Path(exists=True, file_okay=False), so click rejects a file with "
-    "'Directory ... is a file.' and exit 2, which names the file but not the fix; needs file_okay=True in "
-    "cli.py train so that Cache() reports it (as msclr info does)"))
 def test_train_given_an_hdf5_file(kind: str, good_cache: Path, tmp_path: Path) -> None:
     path = _file_argument(kind, good_cache, tmp_path)
     result = _invoke("train", path, tmp_path)
