@@ -1,0 +1,287 @@
+"""Load reference (AimCLR / MS-CLR) checkpoints into msclr's encoder and MS-AimCLR model.
+
+Two reference formats are understood (method.md §7, §10):
+
+- **AimCLR** ``net.st_gcn.Model`` (Levigty/AimCLR), one skeleton: ``A``, ``data_bn.*``,
+  ``edge_importance.{i}``, shared blocks, ``fc.*``;
+- **MS-CLR** ``net.st_gcn_flex.FlexModel`` (the co-author fork), several skeletons: ``A_<skel>`` buffers,
+  ``data_bn.<skel>.*``, ``edge_importance.<skel>.{i}``; adjacency and edge-importance masks are zero-padded
+  to V_max (the largest V of the run), msclr keeps them at native V and slices ``[:, :V, :V]``.
+
+Both may sit inside an AimCLR wrapper checkpoint (``encoder_q.*``, ``encoder_k.*``, ``queue``,
+``queue_ptr``) and behind a DataParallel ``module.`` prefix.  Key mapping (``<s>`` = msclr's module key
+of the convention, ``{i}`` = block 0..9, ``{j}`` = index inside the Sequential):
+
+=============================================  ==============================================
+reference key                                  msclr key
+=============================================  ==============================================
+``module.`` prefix                             stripped
+``encoder_q.`` / ``encoder_k.``                selected by ``which`` (the other is ignored)
+``queue``, ``queue_ptr``                       :func:`convert_aimclr_state_dict` only
+``A`` / ``A_<ref skel>``                       ``conventions.<s>.A`` (checked against msclr's graph)
+``data_bn.*`` / ``data_bn.<ref skel>.*``       ``conventions.<s>.data_bn.*``
+``edge_importance.{i}``                        ``conventions.<s>.edge_importance.{i}``
+``edge_importance.<ref skel>.{i}``             ``conventions.<s>.edge_importance.{i}`` (sliced)
+``st_gcn_networks.{i}.gcn.conv.{weight,bias}`` ``blocks.{i}.gcn.{weight,bias}``
+``st_gcn_networks.{i}.tcn.{j}.*``              ``blocks.{i}.tcn.{j}.*`` (j = 0, 2, 3; 1 ReLU, 4 Dropout)
+``st_gcn_networks.{i}.residual.{j}.*``         ``blocks.{i}.residual.{j}.*``
+``fc.0.*``, ``fc.2.*`` (MLP head) / ``fc.*``   ``fc.0.*``, ``fc.2.*`` / ``fc.*``
+``dropout.<ref skel>`` (EADM)                  (no parameters)
+=============================================  ==============================================
+
+Reference skeleton names map through the registry's aliases: ``ntu-rgb+d`` -> ``ntu_kinect_25``;
+``smpl_24``, ``smplx_42`` and ``berkeley_mhad_43`` keep their names.  A single-skeleton AimCLR checkpoint
+is NTU (V = 25) unless ``skeleton`` says otherwise.
+
+The reference graph must equal msclr's: each checkpoint adjacency is compared with
+:func:`msclr.models.graph.skeleton_partition` (msclr's ``berkeley_mhad_43`` is a different, connected
+graph, so fork checkpoints trained on the fork's Berkeley graph are refused).  Because msclr runs every
+batch at its native V, BatchNorm statistics learned by the reference (with padded joints inside them,
+method.md §7.4) are loaded as they are; evaluation in ``eval()`` mode then reproduces the reference's
+outputs on the real joints exactly.
+
+Files are read with ``torch.load(..., weights_only=True)``: no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msclr.errors import CheckpointError, SkeletonError
+from msclr.skeletons import get_skeleton
+
+_BLOCK = re.compile(r"^st_gcn_networks\.(\d+)\.(.+)$")
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, read safely (``weights_only=True``).
+
+    Accepts a bare state dict or a dict holding one under ``state_dict`` / ``model`` / ``model_state``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt / .pth file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
+        raise CheckpointError(
+            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(err).__name__}: {err}); msclr never "
+            "unpickles arbitrary objects - re-save the state dict alone with torch.save(model.state_dict(), path)"
+        ) from None
+    return _tensor_dict(obj, str(path))
+
+
+def _tensor_dict(obj: Any, origin: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state"):
+            if key in obj and isinstance(obj[key], Mapping):
+                return _tensor_dict(obj[key], origin)
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise CheckpointError(f"{origin} holds no state dict (a mapping of names to tensors)")
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def select_encoder(state: Mapping[str, torch.Tensor], which: str = "encoder_q") -> dict[str, torch.Tensor]:
+    """The keys of one encoder: those under ``which.`` when the state is an AimCLR wrapper's, else all."""
+    state = _strip_module(state)
+    prefix = which + "."
+    if any(k.startswith(("encoder_q.", "encoder_k.")) for k in state):
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not picked:
+            raise CheckpointError(f"the checkpoint has no {which!r} weights; choose which='encoder_q' or 'encoder_k'")
+        return picked
+    return state
+
+
+def _canonical(ref_name: str) -> str:
+    try:
+        return get_skeleton(ref_name).name
+    except SkeletonError:
+        return ref_name
+
+
+def convert_encoder_state_dict(state: Mapping[str, torch.Tensor], encoder: nn.Module, *, which: str = "encoder_q",
+                               skeleton: str | None = None, head: bool = True, check_adjacency: bool = True,
+                               ignore_extra_skeletons: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Rename (and slice) a reference state dict into ``encoder``'s (:class:`MultiSkeletonSTGCN`) names.
+
+    Args:
+        state: reference state dict (AimCLR ``Model`` or MS-CLR ``FlexModel``, bare or wrapped).
+        encoder: the msclr encoder the result is for (names, shapes and conventions come from it).
+        which: ``encoder_q`` or ``encoder_k`` inside an AimCLR wrapper checkpoint.
+        skeleton: convention of a single-skeleton AimCLR checkpoint (default: NTU when V = 25).
+        head: convert ``fc.*`` too; with False the reference head is dropped and the encoder keeps its own.
+        check_adjacency: refuse checkpoints whose adjacency differs from msclr's graph.
+        ignore_extra_skeletons: drop conventions the checkpoint has but the encoder lacks (else an error).
+
+    Returns:
+        A state dict for ``encoder.load_state_dict``.
+
+    Raises:
+        CheckpointError: unexpected or missing keys, shape mismatches, foreign graphs; the message lists them.
+    """
+    src = select_encoder(state, which)
+    expected = encoder.state_dict()
+    conventions = {name: module_key for module_key, name in _encoder_conventions(encoder).items()}
+    out: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    problems: list[str] = []
+    single = "data_bn.weight" in src or "data_bn.running_mean" in src
+
+    single_name: str | None = None
+    if single:
+        single_name = skeleton
+        if single_name is None:
+            v = src["data_bn.running_mean"].numel() // 3 if "data_bn.running_mean" in src else 0
+            if v != 25:
+                raise CheckpointError(f"single-skeleton checkpoint with V = {v} joints: pass skeleton=<its "
+                                      "convention> (AimCLR checkpoints are NTU, V = 25)")
+            single_name = "ntu_kinect_25"
+
+    def target_convention(ref_name: str | None) -> str | None:
+        """msclr module key of a reference skeleton name (None: single-skeleton checkpoint)."""
+        return conventions.get(_canonical(single_name if ref_name is None else ref_name))
+
+    extra_skeletons: set[str] = set()
+    for key, value in src.items():
+        if key.startswith(("queue", "dropout.")):
+            continue
+        m = _BLOCK.match(key)
+        if m:
+            rest = m.group(2).replace("gcn.conv.", "gcn.", 1)
+            out[f"blocks.{m.group(1)}.{rest}"] = value
+            continue
+        if key.startswith("fc."):
+            if head:
+                out[key] = value
+            continue
+        ref_skel, sub = _split_convention_key(key, single)
+        if sub is None:
+            unexpected.append(key)
+            continue
+        conv_key = target_convention(ref_skel)
+        if conv_key is None:
+            extra_skeletons.add(ref_skel or str(single_name))
+            continue
+        v = expected[f"conventions.{conv_key}.A"].shape[-1]
+        if sub == "A" or sub.startswith("edge_importance."):
+            value = _slice_square(value, v, key, problems)
+        if sub == "A" and value is not None and check_adjacency:
+            ours = expected[f"conventions.{conv_key}.A"]
+            if value.shape != ours.shape or not torch.allclose(value.float(), ours.float(), atol=1e-6):
+                problems.append(f"{key}: the checkpoint's graph differs from msclr's {conv_key} graph "
+                                "(trained on another joint layout or edge list)")
+        if value is not None:
+            out[f"conventions.{conv_key}.{sub}"] = value
+    if extra_skeletons and not ignore_extra_skeletons:
+        problems.append(f"the checkpoint has conventions {sorted(extra_skeletons)} that the encoder lacks "
+                        f"(encoder: {sorted(conventions)}); build the encoder with them or pass "
+                        "ignore_extra_skeletons=True")
+    for key in list(out):
+        if key not in expected:
+            unexpected.append(key)
+            del out[key]
+        elif out[key].shape != expected[key].shape:
+            problems.append(f"{key}: shape {tuple(out[key].shape)} in the checkpoint, {tuple(expected[key].shape)} "
+                            "in the encoder (different widths? set hidden_channels / hidden_dim / out_dim to match)")
+    optional = re.compile(r".*num_batches_tracked$" + ("" if head else r"|^fc\."))
+    missing = [k for k in expected if k not in out and not optional.match(k)]
+    if unexpected or missing or problems:
+        lines = []
+        if unexpected:
+            lines.append(f"unexpected keys: {', '.join(sorted(unexpected))}")
+        if missing:
+            lines.append(f"missing keys: {', '.join(missing)}")
+        lines.extend(problems)
+        raise CheckpointError("cannot load the reference checkpoint into this encoder:\n  " + "\n  ".join(lines))
+    for key, value in expected.items():  # keep the encoder's own values where the reference has none
+        out.setdefault(key, value)
+    return {k: v.detach().clone().to(expected[k].dtype) for k, v in out.items()}
+
+
+def _encoder_conventions(encoder: nn.Module) -> dict[str, str]:
+    conventions = getattr(encoder, "conventions", None)
+    if not isinstance(conventions, nn.ModuleDict):
+        raise CheckpointError("the target is not an msclr MultiSkeletonSTGCN encoder (no per-skeleton conventions)")
+    return {key: module.skeleton.name for key, module in conventions.items()}
+
+
+def _split_convention_key(key: str, single: bool) -> tuple[str | None, str | None]:
+    """(reference skeleton or None, msclr sub-key) of a per-convention key; (None, None) if not one."""
+    if single:
+        if key == "A" or key.startswith("data_bn."):
+            return None, key
+        m = re.fullmatch(r"edge_importance\.(\d+)", key)
+        return (None, key) if m else (None, None)
+    if key.startswith("A_"):
+        return key[2:], "A"
+    m = re.fullmatch(r"data_bn\.(.+)\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
+    if m:
+        return m.group(1), f"data_bn.{m.group(2)}"
+    m = re.fullmatch(r"edge_importance\.(.+)\.(\d+)", key)
+    if m:
+        return m.group(1), f"edge_importance.{m.group(2)}"
+    return None, None
+
+
+def _slice_square(value: torch.Tensor, v: int, key: str, problems: list[str]) -> torch.Tensor | None:
+    """``value[:, :v, :v]`` of a (3, V_max, V_max) tensor padded with zeros beyond v."""
+    if value.dim() != 3 or value.shape[1] != value.shape[2] or value.shape[1] < v:
+        problems.append(f"{key}: shape {tuple(value.shape)} is not (3, V_max, V_max) with V_max >= {v}")
+        return None
+    if value.shape[1] > v and key.startswith("A") and value[:, v:, :].abs().sum() + value[:, :, v:].abs().sum() > 0:
+        problems.append(f"{key}: non-zero entries beyond joint {v - 1}; the checkpoint is not padded as expected")
+        return None
+    return value[:, :v, :v]
+
+
+def load_reference_encoder(path: str | Path, encoder: nn.Module, **kwargs: Any) -> nn.Module:
+    """Read a reference checkpoint file (safely) and load it into ``encoder``; returns the encoder.
+
+    Keyword arguments are those of :func:`convert_encoder_state_dict`.
+    """
+    converted = convert_encoder_state_dict(load_state_file(path), encoder, **kwargs)
+    encoder.load_state_dict(converted)
+    return encoder
+
+
+def convert_aimclr_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, *,
+                              skeleton: str | None = None, check_adjacency: bool = True,
+                              ignore_extra_skeletons: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """A whole reference AimCLR / MS-AimCLR pretraining state (both encoders, queue, pointer) as a state
+    dict for :class:`msclr.models.aimclr.MSAimCLR` ``model`` (e.g. to continue a reference run)."""
+    state = _strip_module(state)
+    if "queue" not in state or not any(k.startswith("encoder_k.") for k in state):
+        raise CheckpointError("not an AimCLR pretraining checkpoint (needs encoder_q.*, encoder_k.* and queue); "
+                              "use convert_encoder_state_dict for a single encoder")
+    out: dict[str, torch.Tensor] = {}
+    for which in ("encoder_q", "encoder_k"):
+        converted = convert_encoder_state_dict(state, getattr(model, which), which=which, skeleton=skeleton,
+                                               check_adjacency=check_adjacency,
+                                               ignore_extra_skeletons=ignore_extra_skeletons)
+        out.update({f"{which}.{k}": v for k, v in converted.items()})
+    queue = state["queue"]
+    if queue.shape != model.queue.shape:
+        raise CheckpointError(f"queue shape {tuple(queue.shape)} in the checkpoint, {tuple(model.queue.shape)} in "
+                              "the model: build MSAimCLR with the same dim and queue_size")
+    out["queue"] = queue.detach().clone().to(model.queue.dtype)
+    ptr = state.get("queue_ptr", torch.zeros(1, dtype=torch.long))
+    out["queue_ptr"] = ptr.detach().clone().to(torch.long).reshape(1)
+    return out
+
+
+__all__ = ["load_state_file", "select_encoder", "convert_encoder_state_dict", "load_reference_encoder",
+           "convert_aimclr_state_dict"]
