@@ -16,15 +16,6 @@ from msclr.models.losses import d3m_loss, info_nce, multi_positive_nce, nearest_
 from msclr.models.stgcn import MultiSkeletonSTGCN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs (and spin-waiting on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- manual references
 def _log_softmax_row(row):
     mx = max(row)

@@ -21,15 +21,6 @@ from msclr.skeletons import get_skeleton
 CONVS = ("kinectv2_25", "smpl_24")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread is far faster than two on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Payload:
     """Stands for any pickled object; its __reduce__ would run a command if unpickled unrestricted."""
 

@@ -32,15 +32,6 @@ WIDTHS = [(3, 16, 1, "none"), (16, 16, 1, "id"), (16, 16, 1, "id"), (16, 16, 1, 
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs (and spin-waiting on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _conv(g, cout, cin, kt=1):
     return torch.randn(cout, cin, kt, 1, generator=g) / math.sqrt(cin * kt), 0.1 * torch.randn(cout, generator=g)
 

@@ -31,15 +31,6 @@ def _data(n: int, v: int, seed: int, classes: int = 4) -> tuple[np.ndarray, np.n
     return x.astype(np.float32), y.astype(np.int64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread is ~100x faster than two on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)

@@ -13,15 +13,6 @@ from msclr.models.stgcn import Dropout, MultiSkeletonSTGCN, batch_norm, block_ta
 SKELETONS = ["ntu_kinect_25", "smplx_42", "smpl_24"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs (and spin-waiting on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def encoder() -> MultiSkeletonSTGCN:
     torch.manual_seed(0)
