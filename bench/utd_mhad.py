@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the cache and run in this folder")
     ap.add_argument("--config", default="cpu_small", help="recipe name or TOML file (default: cpu_small)")
     ap.add_argument("--temperature", type=float, default=None, help="override the recipe's contrastive temperature")
+    ap.add_argument("--lr", type=float, default=None, help="override the recipe's pretraining learning rate")
     args = ap.parse_args()
 
     import torch
@@ -170,6 +171,8 @@ def main() -> None:
                                    split="xsub", epochs=epochs, linear_epochs=linear_epochs, seed=args.seed)
     if args.quick:
         config = replace(config, model=replace(config.model, queue_size=128))
+    if args.lr is not None:
+        config = replace(config, pretrain=replace(config.pretrain, lr=args.lr))
     if args.temperature is not None:
         config = replace(config, model=replace(config.model, temperature=args.temperature))
     work = args.keep or Path(tempfile.mkdtemp(prefix="msclr_utd_"))
