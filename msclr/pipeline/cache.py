@@ -76,6 +76,8 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CacheError, MsclrError
+from msclr.pipeline.atomic import atomic_write_text as _atomic_write_text
+from msclr.pipeline.atomic import fsync_dir
 from msclr.skeletons import Skeleton, get_skeleton
 
 FORMAT = "msclr-cache"
@@ -153,20 +155,6 @@ def _h5py() -> Any:
     return h5py
 
 
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
@@ -184,19 +172,8 @@ def _tmp_name(final: Path) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``text`` atomically; the temporary name carries host and pid so stale ones can be cleaned."""
+    _atomic_write_text(path, text, tmp=_tmp_name(Path(path)))
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
@@ -219,7 +196,7 @@ def _create_exclusive(path: Path, text: str) -> bool:
             if path.exists():
                 return False
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     finally:
         tmp.unlink(missing_ok=True)
@@ -889,7 +866,7 @@ class CacheWriter:
                     "move the cache to a bigger disk), then rerun the same command to resume"
                 ) from err
             raise
-        _fsync_dir(seg_dir)
+        fsync_dir(seg_dir)
 
 
 def _nbytes(clip: Clip) -> int:

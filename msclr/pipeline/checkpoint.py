@@ -13,9 +13,7 @@ generator (and CUDA's when used), numpy's legacy global generator and Python's `
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,44 +21,10 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError
+from msclr.pipeline.atomic import atomic_write_bytes
 
 FORMAT = "msclr-checkpoint"
 VERSION = 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp + fsync + replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any], *, kind: str) -> Path:
@@ -149,5 +113,5 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
 
 
-__all__ = ["FORMAT", "VERSION", "atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint",
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint",
            "capture_rng", "restore_rng"]

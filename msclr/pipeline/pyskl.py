@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import pickle
 import re
 import reprlib
@@ -263,26 +262,11 @@ def annotation_to_clip(ann: Annotation, *, convention: str, max_persons: int, so
 
 # ------------------------------------------------------------------------- export
 def write_pickle_atomic(path: str | Path, obj: Any) -> None:
-    """Pickle ``obj`` (protocol 4) to ``path`` atomically: temp file, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            pickle.dump(obj, handle, protocol=4)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    """Pickle ``obj`` (protocol 4) to ``path`` atomically (:func:`msclr.pipeline.atomic.atomic_open`)."""
+    from msclr.pipeline.atomic import atomic_open
+
+    with atomic_open(path, "wb") as handle:
+        pickle.dump(obj, handle, protocol=4)
 
 
 def resolve_convention(cache: Cache, skeleton: str | None) -> str:

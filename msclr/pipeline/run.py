@@ -34,7 +34,8 @@ import numpy as np
 
 from msclr import __version__
 from msclr.errors import CheckpointError, MsclrError
-from msclr.pipeline.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from msclr.pipeline.atomic import atomic_write_bytes, atomic_write_text
+from msclr.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from msclr.pipeline.config import TrainConfig, config_from_dict, to_toml
 from msclr.skeletons import Skeleton
 
