@@ -95,30 +95,13 @@ def _file_argument(kind: str, good_cache: Path, tmp_path: Path) -> Path:
 FILE_KINDS = ["foreign", "segment", "truncated", "cut_in_superblock"]
 
 
+@pytest.mark.parametrize("command", ["info", "train"])
 @pytest.mark.parametrize("kind", FILE_KINDS)
-def test_info_given_an_hdf5_file(kind: str, good_cache: Path, tmp_path: Path) -> None:
+def test_hdf5_file_given_as_the_cache(command: str, kind: str, good_cache: Path, tmp_path: Path) -> None:
     path = _file_argument(kind, good_cache, tmp_path)
-    result = _invoke("info", path, tmp_path)
-    _assert_clean_error(result, "info", tmp_path, str(path), "is an HDF5 file, not a cache directory",
+    result = _invoke(command, path, tmp_path)
+    _assert_clean_error(result, command, tmp_path, str(path), "is an HDF5 file, not a cache directory",
                         "pass that directory instead")
-
-
-@pytest.mark.parametrize("kind", FILE_KINDS)
-def test_train_given_an_hdf5_file(kind: str, good_cache: Path, tmp_path: Path) -> None:
-    path = _file_argument(kind, good_cache, tmp_path)
-    result = _invoke("train", path, tmp_path)
-    _assert_clean_error(result, "train", tmp_path, str(path), "is an HDF5 file, not a cache directory",
-                        "pass that directory instead")
-
-
-@pytest.mark.parametrize("kind", FILE_KINDS)
-def test_train_given_an_hdf5_file_names_it(kind: str, good_cache: Path, tmp_path: Path) -> None:
-    """What train does today: a usage error (exit 2) that names the file, no traceback, no run folder."""
-    path = _file_argument(kind, good_cache, tmp_path)
-    result = _invoke("train", path, tmp_path)
-    assert result.exit_code in (1, 2), result.output
-    assert isinstance(result.exception, SystemExit)
-    assert path.name in result.output and not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------- bad HDF5 files inside a cache
