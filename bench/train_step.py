@@ -22,23 +22,21 @@ Other processes on a shared machine make wall-clock figures noisy; the bench the
 process CPU time and "samples per CPU-second" (stable under contention; with 1 thread it is the throughput
 the same code would reach on an idle core).
 
-On Linux the bench calls glibc's ``mallopt`` (``--no-malloc-tuning`` to skip) so that large blocks come from
+On Linux the bench calls glibc's ``mallopt`` through :func:`msclr.pipeline.cpu_tuning.tune_malloc`, as
+``msclr train`` does on CPU (``--no-malloc-tuning`` to skip), so that large blocks come from
 the heap and the heap is never trimmed: by default every activation above glibc's 32 MiB mmap threshold is
 freshly mmapped for each op, unmapped when freed, and faulted in again page by page (slow under
 virtualisation: a 36 MB ``x * y`` took 43 ms instead of 12 ms).  Measured at batch 64, 1 thread: default
 3.65 samples per CPU-second (system time 10.2 s, 4.0 M page faults), with these settings 4.52 (3.9 s,
 1.4 M faults).  Transparent huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) on top made it worse
-(3.16, system time 16 s, page compaction).  ``msclr train`` on CPU benefits from the same two calls.
+(3.16, system time 16 s, page compaction).  ``msclr train`` and ``msclr demo`` make the same two calls for CPU runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt() parameters
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,35 +46,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--persons", type=int, default=2)
     p.add_argument("--skeletons", nargs="+", default=["ntu_kinect_25", "smplx_42"])
     p.add_argument("--stream", default="joint", choices=["joint", "motion", "bone"])
-    p.add_argument("--steps", type=int, default=2,
-                   help="timed steps; pairs cycle with the cross pairs first, so 2 steps of 2 conventions "
-                        "(q -> k and k -> q) already average exactly like the 4 uniformly random pairs")
+    p.add_argument("--steps", type=int, default=4,
+                   help="timed steps; pairs cycle with the cross pairs first: 2 steps of 2 conventions "
+                        "(q -> k and k -> q) average exactly like the 4 uniformly random pairs, 4 cover every pair")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders")
-    p.add_argument("--impl", default="msclr", choices=["msclr", "reference"])
+    p.add_argument("--impl", default="both", choices=["both", "msclr", "reference"],
+                   help="encoder(s) to time; 'both' runs the reference-like one then msclr's in one process")
+    p.add_argument("--quick-warmup", action="store_true", help="warm up at batch 8 instead of the full batch")
     p.add_argument("--mine", action="store_true", help="nearest-neighbour mining epoch (topk 1)")
     p.add_argument("--queue", type=int, default=32768)
     p.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default malloc behaviour")
     p.add_argument("--profile", action="store_true", help="profile one extra step, print the top ops")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
-
-
-def tune_malloc() -> str:
-    """glibc only: serve large blocks from the heap (no mmap) and never trim it, so that a freed activation's
-    memory is reused by the next allocation instead of being unmapped and page-faulted in again."""
-    if not sys.platform.startswith("linux"):
-        return "unchanged (not Linux)"
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    except (OSError, AttributeError):
-        ok = False
-    return "mmap_max=0, trim_threshold=2 GiB" if ok else "unchanged (mallopt unavailable)"
 
 
 # ----------------------------------------------------------------------------- reference-like encoder
@@ -149,29 +134,58 @@ def reference_encoder(skeletons, hidden_channels=16, hidden_dim=256, out_dim=128
 # ----------------------------------------------------------------------------- bench
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from msclr.pipeline.cpu_tuning import tune_malloc
+
     malloc = "unchanged" if args.no_malloc_tuning or args.device != "cpu" else tune_malloc()
 
+    import torch
+
+    from msclr.skeletons import get_skeleton
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    skeletons = [get_skeleton(s) for s in args.skeletons]
+    names = [s.name for s in skeletons]
+
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    impls = ["reference", "msclr"] if args.impl == "both" else [args.impl]
+    print(f"msclr train-step bench: impl={'+'.join(impls)} device={device} threads={torch.get_num_threads()} "
+          f"amp={args.amp} compile={args.compile} batch={args.batch} T={args.frames} M={args.persons} "
+          f"skeletons={names} stream={args.stream} mine={args.mine} queue={args.queue} "
+          f"malloc: {malloc}")
+    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S')}, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
+          f"on {os.cpu_count()} CPUs (other processes share them: figures are noisy)")
+    results = {impl: run_impl(impl, args, skeletons, device) for impl in impls}
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+
+    print(f"\nsummary (batch {args.batch}, {args.steps} timed steps each, load average at end {load1[0]:.2f}):")
+    print(f"{'impl':<10} {'samples/s':>10} {'per CPU-s':>10} {'cores busy':>11} {'vs 3.4 (ref. figure)':>21}")
+    for impl, r in results.items():
+        print(f"{impl:<10} {r['rate']:>10.2f} {r['per_cpu_s']:>10.2f} {r['cores']:>11.2f} {r['rate'] / 3.4:>20.2f}x")
+    if len(results) == 2:
+        ref, ours = results["reference"], results["msclr"]
+        print(f"msclr / reference-like, same run: {ours['rate'] / ref['rate']:.2f}x wall clock, "
+              f"{ours['per_cpu_s'] / ref['per_cpu_s']:.2f}x per CPU-second")
+    print("target: msclr >= 2x the reference's 3.4 samples/s = 6.8 samples/s (2-core CPU)")
+
+
+def run_impl(impl: str, args: argparse.Namespace, skeletons: list, device) -> dict[str, float]:
+    """Build MS-AimCLR with ``impl``'s encoder, warm up, time ``args.steps`` steps; returns the figures."""
     import torch
 
     from msclr.models.aimclr import MSAimCLR
     from msclr.models.augment import extreme_augment, normal_augment
     from msclr.models.stgcn import MultiSkeletonSTGCN
     from msclr.models.streams import to_stream
-    from msclr.skeletons import get_skeleton
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    skeletons = [get_skeleton(s) for s in args.skeletons]
     names = [s.name for s in skeletons]
-
-    if args.impl == "msclr":
+    if impl == "msclr":
         def factory():
             return MultiSkeletonSTGCN(skeletons)
     else:
         def factory():
             return reference_encoder(names)
-
     model = MSAimCLR(factory, queue_size=args.queue).to(device).train()
     if args.compile:
         model.encoder_q = torch.compile(model.encoder_q)
@@ -223,19 +237,14 @@ def main(argv: list[str] | None = None) -> None:
             timings.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
         return float(loss.detach())
 
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"msclr train-step bench: impl={args.impl} device={device} threads={torch.get_num_threads()} "
-          f"amp={args.amp} compile={args.compile} batch={args.batch} T={args.frames} M={args.persons} "
-          f"skeletons={names} stream={args.stream} mine={args.mine} queue={args.queue} "
-          f"malloc: {malloc}")
-    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S')}, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
-          f"on {os.cpu_count()} CPUs (other processes share them: figures are noisy)")
-    # Warm-up at a small batch: one step per pair (primitive creation, allocator, compile).
+    # Warm-up: one full-batch step per pair, so that primitives are created, compiled code exists and the
+    # allocator's heap has reached its steady-state size (the first full-batch steps fault their pages in
+    # and were up to 1.7x slower than later ones); --quick-warmup uses batch 8 instead.
     t = time.perf_counter()
-    warm = args.batch if args.compile else min(args.batch, 8)
+    warm = min(args.batch, 8) if args.quick_warmup and not args.compile else args.batch
     for q, k in pairs:
         step(q, k, batch=warm)
-    print(f"warm-up {time.perf_counter() - t:.1f} s")
+    print(f"[{impl}] warm-up {time.perf_counter() - t:.1f} s ({len(pairs)} steps at batch {warm})")
 
     timings: list[tuple[float, float, float, float]] = []
     losses = []
@@ -244,22 +253,17 @@ def main(argv: list[str] | None = None) -> None:
         q, k = pairs[i % len(pairs)]
         t = time.perf_counter()
         losses.append(step(q, k, timings=timings))
-        print(f"  step {i + 1}/{args.steps} ({q} -> {k}): {time.perf_counter() - t:.2f} s, loss {losses[-1]:.4f}",
+        print(f"  [{impl}] step {i + 1}/{args.steps} ({q} -> {k}): {time.perf_counter() - t:.2f} s, loss {losses[-1]:.4f}",
               flush=True)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
 
     samples = args.batch * args.steps
     rate = samples / wall
     aug, fwd, bwd, opt = (sum(col) / len(timings) for col in zip(*timings, strict=True))
-    print(f"per step: augment+streams {aug:.2f} s, forward (3 passes, momentum, loss, enqueue) {fwd:.2f} s, "
+    print(f"[{impl}] per step: augment+streams {aug:.2f} s, forward (3 passes, momentum, loss, enqueue) {fwd:.2f} s, "
           f"backward {bwd:.2f} s, SGD {opt:.3f} s")
-    print(f"process CPU time {cpu:.1f} s over {wall:.1f} s wall ({cpu / wall:.2f} cores busy); "
-          f"load average at end {load1[0]:.2f}")
-    print(f"samples/s: {rate:.2f}  (reference 3.4 on 2 cores -> ratio {rate / 3.4:.2f}x; target >= 2x = 6.8)")
-    if device.type == "cpu":
-        print(f"CPU-time throughput: {samples / cpu:.2f} samples per CPU-second "
-              f"(x{args.threads} threads = {samples / cpu * args.threads:.2f} samples/s if the cores were ours)")
+    print(f"[{impl}] process CPU time {cpu:.1f} s over {wall:.1f} s wall ({cpu / wall:.2f} cores busy), "
+          f"{rate:.2f} samples/s, {samples / cpu:.2f} samples per CPU-second")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -268,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         with profile(activities=acts) as prof:
             step(*pairs[-1])
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    return {"rate": rate, "per_cpu_s": samples / cpu, "cores": cpu / wall}
+
+
 
 
 if __name__ == "__main__":

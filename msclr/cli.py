@@ -466,6 +466,10 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     console = Console(stderr=True)
+    if device == "cpu":
+        from msclr.pipeline.cpu_tuning import tune_malloc
+
+        tune_malloc()
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     with ConsoleProgress(console, quiet=quiet) as progress:
@@ -571,6 +575,10 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
     from msclr.pipeline.run import ConsoleProgress
 
     console = Console(stderr=True)
+    if device == "cpu":
+        from msclr.pipeline.cpu_tuning import tune_malloc
+
+        tune_malloc()
     console.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
     try:
         with ConsoleProgress(console, quiet=True) as progress:

