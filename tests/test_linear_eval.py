@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,27 @@ def encoder():
     enc = build_encoder(list(skels.values()), TINY)
     x, _ = _data(64, 25, 0)
     return calibrate_batchnorm(enc, {"kinectv2_25": x, "smpl_24": x[:, :, :, :24]}, skels, "joint")
+
+
+def test_calibrate_batchnorm_ignores_dropout() -> None:
+    """Calibrated statistics are those of eval-mode (dropout-free) features: an encoder with dropout 0.5
+    calibrates exactly like the same weights with dropout 0, and its modules are all in eval mode after."""
+    skels = {"kinectv2_25": get_skeleton("kinectv2_25"), "smpl_24": get_skeleton("smpl_24")}
+    x, _ = _data(40, 25, 5)
+    arrays = {"kinectv2_25": x, "smpl_24": x[:, :, :, :24]}
+    torch.manual_seed(0)
+    with_dropout = build_encoder(list(skels.values()), replace(TINY, dropout=0.5))
+    without = build_encoder(list(skels.values()), replace(TINY, dropout=0.0))
+    without.load_state_dict(with_dropout.state_dict())
+    calibrate_batchnorm(with_dropout, arrays, skels, "joint", batch_size=16)
+    calibrate_batchnorm(without, arrays, skels, "joint", batch_size=16)
+    a, b = with_dropout.state_dict(), without.state_dict()
+    assert any("running_var" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert not any(m.training for m in with_dropout.modules())
+    # and the statistics are not the (0, 1) of a fresh encoder
+    assert float(a["blocks.9.tcn.0.running_var"].mean()) != 1.0
 
 
 def test_cached_features_equal_per_epoch_forward(encoder) -> None:
