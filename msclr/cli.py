@@ -352,6 +352,10 @@ def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str
     click.echo(f"{summary['clips']} clips of {summary['convention']} -> {summary['out']} (splits: {splits})")
 
 
+COMPACT_HINT_SEGMENTS = 1000
+"""`msclr info` suggests `msclr compact` from this many segment files on."""
+
+
 @cli.command()
 @click.argument("cache", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @click.option("--segment-size", type=click.IntRange(1), default=1024, show_default=True,
@@ -397,6 +401,9 @@ def info(cache: str, as_json: bool) -> None:
     size_mb = summary["size_bytes"] / 1e6
     console.print(f"[bold]{escape(summary['path'])}[/bold]: {summary['clips']} clips, "
                   f"{summary['segments']} segments, {summary['files']} files, {size_mb:.1f} MB")
+    if summary["segments"] >= COMPACT_HINT_SEGMENTS:
+        console.print(f"[yellow]hint:[/yellow] {summary['segments']} segment files make opening the cache slow; "
+                      f"`msclr compact {escape(summary['path'])}` merges them (same content).")
     frames, classes, fps = summary["frames"], summary["classes"], summary["fps"]
     overview = Table(title="Cache", show_header=False)
     overview.add_column("key", style="bold")

@@ -149,3 +149,16 @@ def test_cli_compact(tmp_path: Path) -> None:
     assert f"{N_CLIPS} clips: {N_CLIPS + 1} -> 2 segment files" in result.output
     bad = CliRunner().invoke(cli, ["compact", str(tmp_path / "nope")])
     assert bad.exit_code == 2
+
+
+def test_info_suggests_compact_for_many_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import msclr.cli as cli_module
+
+    root = tmp_path / "cache"
+    per_clip_cache(root)
+    monkeypatch.setattr(cli_module, "COMPACT_HINT_SEGMENTS", N_CLIPS)
+    before = CliRunner().invoke(cli, ["info", str(root)])
+    assert before.exit_code == 0 and "msclr compact" in before.output
+    compact_cache(root)
+    after = CliRunner().invoke(cli, ["info", str(root)])
+    assert after.exit_code == 0 and "msclr compact" not in after.output
