@@ -79,6 +79,17 @@ class ModelConfig:
     shuffle_bn: bool = False  # MoCo v2 shuffle-BN across DDP ranks (the reference has none)
 
 
+def _stretch_steps(steps: tuple[int, ...], old_epochs: int, new_epochs: int) -> tuple[int, ...]:
+    """Step epochs of a schedule of ``old_epochs`` moved to the same fractions of ``new_epochs`` (in [1, new])."""
+    ratio = new_epochs / old_epochs
+    return tuple(max(1, min(new_epochs, round(s * ratio))) for s in steps)
+
+
+def _step_lr(lr: float, gamma: float, steps: tuple[int, ...], epoch: int) -> float:
+    """Step schedule: ``lr * gamma ** (number of steps < epoch)`` for 1-based ``epoch``."""
+    return lr * gamma ** sum(1 for s in steps if epoch > s)
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """MS-AimCLR pretraining schedule (method.md §5, §6, §11).
@@ -108,14 +119,13 @@ class PretrainConfig:
         """The same schedule stretched to ``epochs`` (lr steps and mining epoch keep their fractions)."""
         if epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {epochs}.")
-        ratio = epochs / self.epochs
-        steps = tuple(max(1, min(epochs, round(s * ratio))) for s in self.lr_steps)
-        mining = max(0, min(epochs, round(self.mining_epoch * ratio)))
-        return replace(self, epochs=epochs, lr_steps=steps, mining_epoch=mining)
+        mining = max(0, min(epochs, round(self.mining_epoch * epochs / self.epochs)))
+        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs),
+                       mining_epoch=mining)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 1-based ``epoch``."""
-        return self.lr * self.lr_gamma ** sum(1 for s in self.lr_steps if epoch > s)
+        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
 
 
 @dataclass(frozen=True)
@@ -148,13 +158,11 @@ class LinearConfig:
         """The same schedule stretched to ``epochs``."""
         if epochs < 1:
             raise ConfigError(f"--linear-epochs must be >= 1, got {epochs}.")
-        ratio = epochs / self.epochs
-        steps = tuple(max(1, min(epochs, round(s * ratio))) for s in self.lr_steps)
-        return replace(self, epochs=epochs, lr_steps=steps)
+        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs))
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 1-based ``epoch``."""
-        return self.lr * self.lr_gamma ** sum(1 for s in self.lr_steps if epoch > s)
+        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
 
 
 @dataclass(frozen=True)

@@ -109,24 +109,24 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8", *rest: Any) -> Any:
     return _codecs.encode(text, "latin1")
 
 
-def _bytes(*args: Any) -> bytes:
-    """``bytes`` as protocol 0-2 picklers call it: ``bytes()`` spells ``b""``."""
-    if args and not isinstance(args[0], str | bytes):
-        raise UnsafePickleError(
-            f"refused to unpickle: it calls bytes({type(args[0]).__name__}), which no pickler writes "
-            "(bytes(n) allocates n bytes, a memory bomb); this is not a plain annotation pickle."
-        )
-    return bytes(*args)
+def _no_size_constructor(kind: type, protocols: str) -> Callable[..., Any]:
+    """``bytes`` / ``bytearray`` as picklers call them (from text or bytes, ``protocols``), never with a size:
+    ``bytes(n)`` allocates n bytes, a memory bomb that no pickler writes."""
+
+    def construct(*args: Any) -> Any:
+        if args and not isinstance(args[0], str | bytes):
+            raise UnsafePickleError(
+                f"refused to unpickle: it calls {kind.__name__}({type(args[0]).__name__}), which no pickler "
+                f"writes ({kind.__name__}(n) allocates n bytes, a memory bomb); this is not a plain annotation pickle."
+            )
+        return kind(*args)
+
+    construct.__doc__ = f"``{kind.__name__}`` as picklers call it ({protocols}), never with a size."
+    return construct
 
 
-def _bytearray(*args: Any) -> bytearray:
-    """``bytearray`` as picklers call it: from text (protocols 0-2) or bytes (3-4), never a size."""
-    if args and not isinstance(args[0], str | bytes):
-        raise UnsafePickleError(
-            f"refused to unpickle: it calls bytearray({type(args[0]).__name__}), which no pickler writes "
-            "(bytearray(n) allocates n bytes, a memory bomb); this is not a plain annotation pickle."
-        )
-    return bytearray(*args)
+_bytes = _no_size_constructor(bytes, "protocols 0-2: bytes() spells b''")
+_bytearray = _no_size_constructor(bytearray, "from text in protocols 0-2, from bytes in 3-4")
 
 
 def _safe_reconstruct() -> Callable[..., Any]:
