@@ -30,6 +30,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pixel_standin(tmp_path_factory: pytest.TempPathFactory):
+    """The MeTRAbs stand-in SavedModel (``tests/metrabs_standin.py``) in pixel mode: two people in every
+    non-dark frame.  Built once per session (a few seconds of TensorFlow); skips without TensorFlow.
+    Returns its ``StandinInfo`` (``.path`` is the model folder to pass as ``--pose-model``)."""
+    pytest.importorskip("tensorflow")
+    from metrabs_standin import build_standin
+
+    return build_standin(tmp_path_factory.mktemp("standin") / "model")
+
+
 def require_file(base: Path, relative: str) -> Path:
     """``base / relative`` or skip the test naming the missing file."""
     path = base / relative

@@ -47,12 +47,8 @@ FSIZE_LIMIT = 48 * 1024  # bytes: between a 4-frame segment (~17 kB) and the 40-
 
 
 @pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The MeTRAbs stand-in (pixel mode: two people in every non-dark frame), built once."""
-    pytest.importorskip("tensorflow")
-    from metrabs_standin import build_standin
-
-    return build_standin(tmp_path_factory.mktemp("standin") / "model").path
+def standin(pixel_standin) -> Path:
+    return pixel_standin.path
 
 
 @pytest.fixture(scope="module")

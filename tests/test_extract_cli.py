@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from metrabs_standin import build_standin
 
 from msclr.cli import cli
 from msclr.errors import ExtractionError, MsclrError
@@ -46,10 +45,9 @@ def _noise_video(path: Path, n: int, seed: int, *, dark: bool = False, codec: st
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The MeTRAbs stand-in SavedModel (pixel mode); tests using it skip without TensorFlow."""
-    pytest.importorskip("tensorflow")
-    return build_standin(tmp_path_factory.mktemp("standin") / "model").path
+def model_dir(pixel_standin) -> Path:
+    """The MeTRAbs stand-in SavedModel folder (pixel mode); tests using it skip without TensorFlow."""
+    return pixel_standin.path
 
 
 @pytest.fixture(scope="module")

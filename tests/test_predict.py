@@ -48,15 +48,6 @@ def trained(tmp_path_factory):
     return root / "run", root / "cache", held
 
 
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    """The MeTRAbs stand-in SavedModel in pixel mode (two people per non-dark frame)."""
-    pytest.importorskip("tensorflow")
-    import metrabs_standin
-
-    return metrabs_standin.build_standin(tmp_path_factory.mktemp("standin") / "model")
-
-
 def _video(path: Path, n: int, *, dark: bool = False) -> Path:
     from msclr.extractors.video import write_video
 
@@ -283,13 +274,13 @@ def test_pickle_payload_in_model_pt_is_refused(trained, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the video path (CLI)
-def test_cli_json_and_render_with_metrabs_standin(trained, standin, tmp_path: Path) -> None:
+def test_cli_json_and_render_with_metrabs_standin(trained, pixel_standin, tmp_path: Path) -> None:
     from msclr.pipeline.render import count_frames
 
     run, _, _ = trained
     video = _video(tmp_path / "clip.avi", 20)
     out = tmp_path / "rendered" / "pred.mp4"
-    result = CliRunner().invoke(cli, ["predict", str(video), "--model", str(run), "--pose-model", str(standin.path),
+    result = CliRunner().invoke(cli, ["predict", str(video), "--model", str(run), "--pose-model", str(pixel_standin.path),
                                       "--top-k", "3", "--json", "--render", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     data = json.loads(result.stdout)
@@ -298,7 +289,7 @@ def test_cli_json_and_render_with_metrabs_standin(trained, standin, tmp_path: Pa
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     assert {"rank", "label", "class", "probability"} <= set(data["top_k"][0])
     assert data["conventions"] == {"ntu_kinect_25": "kinectv2_25", "smpl_24": "smpl_24"}
-    assert data["extractor"] == "metrabs" and data["pose_model"] == str(standin.path)
+    assert data["extractor"] == "metrabs" and data["pose_model"] == str(pixel_standin.path)
     assert data["frames"] == 20 and data["persons"] == 2 and data["max_persons"] == 2 and data["fps"] == 25.0
     assert data["streams"] == ["joint"] and data["render"] == str(out)
     # the render: every input frame, decodable, same fps, something drawn on it
@@ -312,13 +303,13 @@ def test_cli_json_and_render_with_metrabs_standin(trained, standin, tmp_path: Pa
     assert ok and first.shape == (48, 64, 3)
     assert not list(out.parent.glob(".*partial*"))
     # the table form
-    table = CliRunner().invoke(cli, ["predict", str(video), "--model", str(run), "--pose-model", str(standin.path),
+    table = CliRunner().invoke(cli, ["predict", str(video), "--model", str(run), "--pose-model", str(pixel_standin.path),
                                      "--top-k", "2"])
     assert table.exit_code == 0, table.output
     assert data["top_k"][0]["class"] in table.stdout and "ntu_kinect_25 <- kinectv2_25" in table.stdout
 
 
-def test_cli_failure_paths(trained, standin, tmp_path: Path) -> None:
+def test_cli_failure_paths(trained, pixel_standin, tmp_path: Path) -> None:
     run, _, _ = trained
     video = _video(tmp_path / "clip.avi", 6)
     runner = CliRunner()
@@ -335,7 +326,7 @@ def test_cli_failure_paths(trained, standin, tmp_path: Path) -> None:
     r = predict(str(video), "--model", str(run), "--render", str(tmp_path / "out.txt"))
     assert r.exit_code == 1 and ".mp4" in r.output
     dark = _video(tmp_path / "dark.avi", 6, dark=True)
-    r = predict(str(dark), "--model", str(run), "--pose-model", str(standin.path))
+    r = predict(str(dark), "--model", str(run), "--pose-model", str(pixel_standin.path))
     assert r.exit_code == 1 and "nobody in the clip" in r.output, r.output
 
 
