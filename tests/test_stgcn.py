@@ -222,12 +222,13 @@ def test_byte_dropout_statistics_and_scale():
 
 
 @pytest.mark.parametrize("p", [0.5, 0.25])
-def test_byte_dropout_keep_mask_is_the_complement_of_the_drop_mask(p):
-    """The float keep-mask (what forward multiplies by) and the boolean drop mask come from the same bytes."""
+def test_byte_dropout_keep_mask_is_the_complement_of_the_drop_rule(p):
+    """The float keep-mask (what forward multiplies by) drops exactly the elements whose random byte is
+    below 256 p (the top-bit shortcut for p = 0.5 included)."""
     drop = Dropout(p).train()
     x = torch.empty(3, 5, 7, 11)
     torch.manual_seed(3)
-    dropped = drop._drop_mask(x)
+    dropped = drop._random_bytes(x) < int(256 * p)
     torch.manual_seed(3)
     keep = drop._keep_mask(x)
     assert keep.dtype == x.dtype
