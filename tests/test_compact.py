@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from msclr.cli import cli
 from msclr.errors import CacheError
-from msclr.pipeline import compact as compact_module
 from msclr.pipeline.cache import Cache, CacheWriter
 from msclr.pipeline.compact import compact_cache
 from tests.test_cache import CONVS, M, assert_same_clip, make_clip
@@ -134,7 +133,7 @@ def test_never_deletes_when_a_clip_still_resolves_to_an_old_segment(tmp_path: Pa
     before = snapshot(root)
     n = len(segments(root))
     # a broken writer that commits nothing: every clip still lives in an old segment
-    monkeypatch.setattr(compact_module._OrderedWriter, "add", lambda self, clip: None)
+    monkeypatch.setattr(CacheWriter, "add", lambda self, clip: None)
     with pytest.raises(CacheError, match="nothing was deleted"):
         compact_cache(root)
     assert len(segments(root)) == n

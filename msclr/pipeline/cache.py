@@ -497,6 +497,9 @@ class CacheWriter:
         segment_size: clips per committed segment (at most this many clips are lost on a crash).
         max_segment_bytes: also commit when the buffered pose data exceed this size.
         compression: None (default, fastest to read) or ``"lzf"`` / ``"gzip"`` for the pose datasets.
+        commit_ns: nanosecond timestamp for every segment name this writer commits (default: the wall
+            clock at each commit).  Compaction uses the newest replaced segment's + 1, so that its segments
+            sort right after the ones they replace and before anything other writers commit later.
 
     Attributes:
         done: names already committed (any status), including by this writer; resume skips them.
@@ -516,6 +519,7 @@ class CacheWriter:
         segment_size: int = 64,
         max_segment_bytes: int = 256 << 20,
         compression: str | None = None,
+        commit_ns: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not isinstance(max_persons, int) or max_persons < 1:
@@ -535,6 +539,7 @@ class CacheWriter:
         self._buffer_bytes = 0
         self._counter = 0
         self._last_ns = 0
+        self._commit_ns = commit_ns
         self._closed = False
         self._partial_prefix = f"{writer_id}@{_host()}."
 
@@ -782,6 +787,8 @@ class CacheWriter:
         return _copy_clip(clip, poses, scores, frame_indices, fps, label, persons)
 
     def _next_ns(self) -> int:
+        if self._commit_ns is not None:  # names stay unique through the per-writer counter
+            return self._commit_ns
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
         return self._last_ns
 
@@ -1065,6 +1072,10 @@ class Cache:
             if n not in self._index.where:
                 self._locate(n)  # raises the "not in cache" error
         return sorted(names, key=self._index.where.__getitem__)
+
+    def segment_of(self, name: str) -> Path:
+        """The segment file that holds the latest commit of ``name``."""
+        return self._locate(name)[0].path
 
     def clip(self, name: str) -> Clip:
         """One clip with every convention and its metadata (status != "ok": no poses)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from msclr.errors import CacheError
 from msclr.pipeline.atomic import fsync_dir
-from msclr.pipeline.cache import SEGMENTS, Cache, CacheWriter
+from msclr.pipeline.cache import SEGMENTS, Cache, CacheWriter, _segment_paths
 
 COMPACT_WRITER_ID = "compact"
 _NS_PREFIX = re.compile(r"(\d{20})-")
@@ -54,25 +54,6 @@ class CompactReport:
     seconds: float
 
 
-class _OrderedWriter(CacheWriter):
-    """A :class:`CacheWriter` whose segment names all carry one fixed timestamp, so that they sort right
-    after the segments they replace and before anything committed later by other writers."""
-
-    def __init__(self, *args, commit_ns: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self._commit_ns = commit_ns
-
-    def _next_ns(self) -> int:
-        return self._commit_ns
-
-
-def _segment_files(root: Path) -> list[Path]:
-    seg_dir = root / SEGMENTS
-    if not seg_dir.is_dir():
-        return []
-    return sorted(p for p in seg_dir.iterdir() if p.suffix == ".h5" and not p.name.startswith("."))
-
-
 def _commit_ns(paths: list[Path]) -> int:
     """One more than the newest old segment's timestamp (or now, for segments without one)."""
     stamps = [int(m.group(1)) for p in paths if (m := _NS_PREFIX.match(p.name))]
@@ -85,8 +66,8 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
 
     Args:
         root: cache directory.
-        segment_size: clips per new segment (1024: about 30 MB per segment for NTU-sized clips and
-            two conventions).
+        segment_size: clips per new segment (1024: about 125 MB for NTU-sized clips of ntu_kinect_25 +
+            smplx_42, M = 2, ~75 frames; 3,000 such clips took 366 MB).
         max_segment_bytes: also start a new segment when the buffered pose data exceed this size.
         progress: optional ``(done, total)`` callback, once per clip copied.
 
@@ -109,13 +90,12 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
             "to this cache, or one was killed. Let running writers finish (a rerun of the killed extract or "
             "import removes its own leftovers), then compact again"
         )
-    old = _segment_files(root)
+    old = _segment_paths(root)
     bytes_before = sum(p.stat().st_size for p in old)
-    # every committed record, in storage order (segment, row): the latest version of each name
-    order = sorted(cache._index.where.items(), key=lambda item: item[1])
-    names = [name for name, _ in order]
-    writer = _OrderedWriter(root, None, writer_id=COMPACT_WRITER_ID, segment_size=segment_size,
-                            max_segment_bytes=max_segment_bytes, commit_ns=_commit_ns(old))
+    # every committed record (any status), latest version of each name, in storage order
+    names = cache.storage_order(list(cache.statuses()))
+    writer = CacheWriter(root, None, writer_id=COMPACT_WRITER_ID, segment_size=segment_size,
+                         max_segment_bytes=max_segment_bytes, commit_ns=_commit_ns(old))
     with writer:
         for i, name in enumerate(names):
             writer.add(cache.clip(name))
@@ -123,7 +103,7 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
                 progress(i + 1, len(names))
     old_set = set(old)
     check = Cache(root)
-    stale = [n for n, (s, _) in check._index.where.items() if check._index.segments[s].path in old_set]
+    stale = [n for n in check.statuses() if check.segment_of(n) in old_set]
     if stale:  # cannot happen unless a segment was swapped in underneath us; never delete data then
         raise CacheError(
             f"after compaction {len(stale)} clip(s) (e.g. {stale[0]!r}) still resolve to an old segment; "
@@ -132,7 +112,7 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
     for path in old:
         path.unlink(missing_ok=True)
     fsync_dir(root / SEGMENTS)
-    new = _segment_files(root)
+    new = _segment_paths(root)
     return CompactReport(clips=len(names), segments_before=len(old), segments_after=len(new),
                          bytes_before=bytes_before, bytes_after=sum(p.stat().st_size for p in new),
                          seconds=time.perf_counter() - t0)
