@@ -228,6 +228,13 @@ def import_() -> None:
     """Import existing skeleton datasets (NTU .skeleton files, pyskl pickles) into a cache."""
 
 
+def tune_malloc() -> None:
+    """glibc allocator settings for CPU training (msclr.pipeline.cpu_tuning), imported only when used."""
+    from msclr.pipeline.cpu_tuning import tune_malloc as tune
+
+    tune()
+
+
 def _import_progress(description: str) -> Any:
     """A rich progress bar on stderr, as a context manager yielding a ``progress(done, total)`` callback."""
     import contextlib
@@ -496,8 +503,6 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
         device = "cuda" if torch.cuda.is_available() else "cpu"
     console = Console(stderr=True)
     if device == "cpu":
-        from msclr.pipeline.cpu_tuning import tune_malloc
-
         tune_malloc()
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
@@ -605,8 +610,6 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
 
     console = Console(stderr=True)
     if device == "cpu":
-        from msclr.pipeline.cpu_tuning import tune_malloc
-
         tune_malloc()
     console.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
     try:
