@@ -385,14 +385,22 @@ def compact(cache: str, segment_size: int) -> None:
                f"{report.bytes_before / 1e6:.1f} -> {report.bytes_after / 1e6:.1f} MB in {report.seconds:.1f} s")
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  msclr info cache/            # the summary (checks every segment's metadata against its seal)
+  msclr info cache/ --json     # the same as JSON
+  msclr info cache/ --verify   # also check every pose coordinate (reads the whole cache)""")
 @click.argument("cache", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print Cache.info() as JSON.")
+@click.option("--verify", is_flag=True,
+              help="Also check the pose data of every segment against its checksum (reads the whole cache; "
+                   "exit 1 if any segment is damaged).")
 @user_errors
-def info(cache: str, as_json: bool) -> None:
+def info(cache: str, as_json: bool, verify: bool) -> None:
     """Summarise a cache: clips, conventions, frames, classes, splits, persons, extractor.
 
-    CACHE is the directory written by `msclr extract` or `msclr import`.
+    CACHE is the directory written by `msclr extract` or `msclr import`. Opening it checks each segment's
+    seal (everything but the raw pose coordinates); --verify checks the coordinates too.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -400,9 +408,18 @@ def info(cache: str, as_json: bool) -> None:
 
     from msclr.pipeline.cache import Cache
 
-    summary = Cache(cache).info()
+    opened = Cache(cache)
+    summary = opened.info()
+    if verify:
+        with _import_progress("verify") as progress:
+            report = opened.verify(progress=progress)
+        summary["verify"] = {"checked": report.checked, "bytes": report.bytes,
+                             "unsealed": [str(p) for p in report.unsealed],
+                             "damaged": {str(p): why for p, why in report.damaged}}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+        if verify and summary["verify"]["damaged"]:
+            sys.exit(1)
         return
     console = Console()
     size_mb = summary["size_bytes"] / 1e6
@@ -442,6 +459,26 @@ def info(cache: str, as_json: bool) -> None:
         for split, count in summary["splits"].items():
             splits.add_row(escape(split), str(count), str(summary["splits_missing"][split]))
         console.print(splits)
+    if verify:
+        _print_verify(console, summary["verify"], summary["path"])
+
+
+def _print_verify(console: Any, result: dict[str, Any], path: str) -> None:
+    """The --verify verdict of `msclr info`; exit 1 when a segment is damaged."""
+    from rich.markup import escape
+
+    console.print(f"verify: {result['checked']} sealed segments, {result['bytes'] / 1e6:.1f} MB read")
+    if result["unsealed"]:
+        console.print(f"[yellow]{len(result['unsealed'])} segments predate checksums and were not checked[/yellow]; "
+                      f"`msclr compact {escape(path)}` rewrites them with checksums.")
+    for segment, why in result["damaged"].items():
+        console.print(f"[red]damaged:[/red] {escape(segment)}: {escape(why)}")
+    if result["damaged"]:
+        console.print(f"[red]{len(result['damaged'])} damaged segments.[/red] Delete them and rerun the "
+                      "`msclr extract` / `msclr import` commands that wrote them: finished clips are skipped and "
+                      "only the deleted ones are redone.")
+        sys.exit(1)
+    console.print("[green]every checked segment is intact[/green]")
 
 
 @cli.command(epilog="""\b

@@ -112,7 +112,7 @@ def test_truncated_segment_then_the_advised_fix(command: str, good_cache: Path, 
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
     result = _invoke(command, root, tmp_path)
-    _assert_clean_error(result, command, tmp_path, str(bad), "is unreadable", "truncated file",
+    _assert_clean_error(result, command, tmp_path, str(bad), "is unreadable", "truncated",
                         "delete this file and rerun the same `msclr extract` / `msclr import` command")
     # follow the advice: delete it; the cache is readable again, minus that clip, and a rerun refills it
     bad.unlink()
