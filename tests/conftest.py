@@ -14,8 +14,8 @@ from hypothesis import settings
 
 # Fuzz tests draw a fixed, reproducible sequence of examples by default, so CI cannot turn red (or hang) on a
 # new random example; MSCLR_FUZZ_RANDOM=1 draws fresh ones, for fuzzing sessions by hand (with
-# MSCLR_FUZZ_EXAMPLES=1000).  A random session found that a bit-flipped cache segment can send libhdf5 into an
-# endless loop (docs/reliability.md, "Known gaps").
+# MSCLR_FUZZ_EXAMPLES=1000).  A random session once found bit-flipped cache segments that sent libhdf5 into an
+# endless loop; segment seals fixed that (docs/reliability.md, "Hangs inside libhdf5").
 settings.register_profile("msclr", derandomize=os.environ.get("MSCLR_FUZZ_RANDOM", "") in ("", "0"))
 settings.load_profile("msclr")
 

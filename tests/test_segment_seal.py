@@ -28,11 +28,11 @@ def _clip(name: str, frames: int, seed: int) -> Clip:
 
 
 def _write(root: Path, clips: list[Clip], **kwargs) -> Path:
+    """Write ``clips`` to a new cache; the first segment."""
     with CacheWriter(root, list(CONVENTIONS), max_persons=2, classes=["a", "b", "c"], **kwargs) as writer:
         for clip in clips:
             writer.add(clip)
-    (segment,) = sorted((root / "segments").glob("*.h5"))
-    return segment
+    return sorted((root / "segments").glob("*.h5"))[0]
 
 
 @pytest.fixture()
@@ -232,3 +232,20 @@ def test_info_verify_cli(one_segment: tuple[Path, Path]) -> None:
     bad_json = runner.invoke(cli, ["info", str(root), "--verify", "--json"])
     assert bad_json.exit_code == 1
     assert list(json.loads(bad_json.stdout)["verify"]["damaged"]) == [str(segment)]
+
+
+def test_compact_rewrites_unsealed_segments_sealed(tmp_path: Path, monkeypatch) -> None:
+    from msclr.pipeline.compact import compact_cache
+
+    monkeypatch.setattr(cache_module.segment_seal, "userblock_size", lambda n: 0)
+    monkeypatch.setattr(cache_module.segment_seal, "seal", lambda image, userblock, ranges: None)
+    root = tmp_path / "old"
+    clips = [_clip(f"S001C001P001R001A00{i}", 3 + i, i) for i in range(1, 4)]
+    _write(root, clips, segment_size=1)
+    monkeypatch.undo()
+    assert Cache(root).verify().unsealed and not Cache(root).verify().checked
+    compact_cache(root)
+    report = Cache(root).verify()
+    assert (report.checked, report.unsealed, report.damaged) == (1, [], [])
+    for clip, poses in zip(clips, Cache(root).poses("smplx_42"), strict=True):
+        np.testing.assert_array_equal(poses, clip.poses["smplx_42"])
