@@ -478,7 +478,8 @@ def _print_verify(console: Any, result: dict[str, Any], path: str) -> None:
                       "`msclr extract` / `msclr import` commands that wrote them: finished clips are skipped and "
                       "only the deleted ones are redone.")
         sys.exit(1)
-    console.print("[green]every checked segment is intact[/green]")
+    if result["checked"]:
+        console.print("[green]every checked segment is intact[/green]")
 
 
 @cli.command(epilog="""\b

@@ -935,7 +935,7 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
 # -------------------------------------------------------------------------- reader
 @dataclass
 class VerifyReport:
-    """What :meth:`Cache.verify` found: sealed segments that matched, bytes read, unsealed and damaged ones."""
+    """What :meth:`Cache.verify` found: sealed segments that matched and their bytes, unsealed and damaged ones."""
 
     checked: int = 0
     bytes: int = 0
@@ -1159,7 +1159,7 @@ class Cache:
                     report.unsealed.append(seg.path)
                 else:
                     report.checked += 1
-                report.bytes += seg.path.stat().st_size
+                    report.bytes += seg.path.stat().st_size
             except (segment_seal.SealError, OSError) as err:
                 report.damaged.append((seg.path, str(err)))
             if progress is not None:
