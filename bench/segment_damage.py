@@ -1,7 +1,7 @@
 """Damaged cache segments, with and without seals: how often does reading one hang libhdf5?
 
 Writes a one-clip cache (``ntu_kinect_25`` + ``smplx_42``, M = 2) with :class:`CacheWriter`, and an unsealed
-twin: the same segment with its 512-byte user block cut off, which is a valid HDF5 file with identical
+twin: the same segment with its user block (the seal) cut off, which is a valid HDF5 file with identical
 contents, read by msclr like a segment written before seals existed (no checksum).  Then, for each trial, the
 same 1 to 4 random bit flips are made in the HDF5 part of both files (identical relative positions) and the
 damaged cache is read the way ``msclr train`` does (``Cache(root)``, every convention's poses, ``clip()``).
@@ -33,10 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from msclr.errors import CacheError  # noqa: E402
+from msclr.pipeline import segment_seal  # noqa: E402
 from msclr.pipeline.cache import Cache, CacheWriter, Clip  # noqa: E402
 
 CONVENTIONS = {"ntu_kinect_25": 25, "smplx_42": 42}
-USERBLOCK = 512
+USERBLOCK = segment_seal.userblock_size(len(CONVENTIONS))
+"""Bytes of seal in front of the HDF5 part of each segment the writer makes for these conventions."""
 OUTCOMES = ("hang", "CacheError", "read", "other exception")
 
 
@@ -52,7 +54,9 @@ def make_caches(base: Path) -> dict[str, Path]:
     unsealed = base / "unsealed"
     shutil.copytree(sealed, unsealed)
     (segment,) = (unsealed / "segments").glob("*.h5")
-    segment.write_bytes(segment.read_bytes()[USERBLOCK:])
+    data = segment.read_bytes()
+    assert data[:8] == segment_seal.MAGIC and data[USERBLOCK:USERBLOCK + 8] == segment_seal.HDF5_SIGNATURE
+    segment.write_bytes(data[USERBLOCK:])
     return {"unsealed": unsealed, "sealed": sealed}
 
 

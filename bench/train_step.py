@@ -275,7 +275,5 @@ def run_impl(impl: str, args: argparse.Namespace, skeletons: list, device) -> di
     return {"rate": rate, "per_cpu_s": samples / cpu, "cores": cpu / wall}
 
 
-
-
 if __name__ == "__main__":
     main()

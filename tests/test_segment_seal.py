@@ -35,6 +35,16 @@ def _write(root: Path, clips: list[Clip], **kwargs) -> Path:
     return sorted((root / "segments").glob("*.h5"))[0]
 
 
+def _write_unsealed(root: Path, clips: list[Clip], monkeypatch: pytest.MonkeyPatch, **kwargs) -> Path:
+    """A cache written as before seals existed (no user block, HDF5 signature at byte 0); its first segment."""
+    with monkeypatch.context() as patch:
+        patch.setattr(cache_module.segment_seal, "userblock_size", lambda n: 0)
+        patch.setattr(cache_module.segment_seal, "seal", lambda image, userblock, ranges: None)
+        segment = _write(root, clips, **kwargs)
+    assert segment.read_bytes()[:8] == segment_seal.HDF5_SIGNATURE
+    return segment
+
+
 @pytest.fixture()
 def one_segment(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "cache"
@@ -93,7 +103,7 @@ def test_flipped_pose_bits_change_only_that_coordinate(one_segment: tuple[Path, 
     root, segment = one_segment
     (first, _), _ = segment_seal.verify(segment)
     data = bytearray(segment.read_bytes())
-    data[first + 3] ^= 0x01  # the sign bit... of the first float's top byte: low bit of the exponent
+    data[first + 3] ^= 0x01  # bit 24 of the first little-endian float32: an exponent bit
     segment.write_bytes(data)
     cache = Cache(root)
     with h5py.File(segment, "r") as f:
@@ -127,13 +137,9 @@ def test_damaged_seal_header(one_segment: tuple[Path, Path]) -> None:
 
 def test_unsealed_segments_from_before_seals_are_still_read(tmp_path: Path, monkeypatch) -> None:
     """Segments written before seals existed (HDF5 at byte 0) open unchecked, with the same contents."""
-    monkeypatch.setattr(cache_module.segment_seal, "userblock_size", lambda n: 0)
-    monkeypatch.setattr(cache_module.segment_seal, "seal", lambda image, userblock, ranges: None)
     root = tmp_path / "old"
     clip = _clip("S001C001P001R001A001", 5, 4)
-    segment = _write(root, [clip])
-    assert segment.read_bytes()[:8] == segment_seal.HDF5_SIGNATURE
-    monkeypatch.undo()
+    segment = _write_unsealed(root, [clip], monkeypatch)
     assert segment_seal.verify(segment) is None
     cache = Cache(root)
     np.testing.assert_array_equal(cache.poses("ntu_kinect_25")[0], clip.poses["ntu_kinect_25"])
@@ -237,12 +243,9 @@ def test_info_verify_cli(one_segment: tuple[Path, Path]) -> None:
 def test_compact_rewrites_unsealed_segments_sealed(tmp_path: Path, monkeypatch) -> None:
     from msclr.pipeline.compact import compact_cache
 
-    monkeypatch.setattr(cache_module.segment_seal, "userblock_size", lambda n: 0)
-    monkeypatch.setattr(cache_module.segment_seal, "seal", lambda image, userblock, ranges: None)
     root = tmp_path / "old"
     clips = [_clip(f"S001C001P001R001A00{i}", 3 + i, i) for i in range(1, 4)]
-    _write(root, clips, segment_size=1)
-    monkeypatch.undo()
+    _write_unsealed(root, clips, monkeypatch, segment_size=1)
     assert Cache(root).verify().unsealed and not Cache(root).verify().checked
     compact_cache(root)
     report = Cache(root).verify()

@@ -371,6 +371,16 @@ _H5_ERRORS = (KeyError, ValueError, TypeError, OSError, AttributeError, Overflow
 """What h5py raises on a damaged file (e.g. TypeError "Unknown string encoding" for a flipped type message)."""
 
 
+def _raw_range(ds: Any) -> tuple[int, int] | None:
+    """(file offset, bytes) of a dataset stored contiguous, unfiltered, little-endian float32 and non-empty:
+    the pose data that :meth:`Cache.poses` reads with plain reads and that a segment's seal leaves out.
+    None otherwise (chunked / compressed, or nothing stored)."""
+    if ds.chunks is not None or ds.compression is not None or ds.dtype != np.dtype("<f4"):
+        return None
+    offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    return None if offset is None or size == 0 else (offset, size)
+
+
 def _corrupt(path: Path, detail: str) -> CacheError:
     return CacheError(
         f"cache segment {path} is unreadable ({detail}); delete this file and rerun the same "
@@ -458,10 +468,10 @@ def _read_segment_index(path: Path, conventions: Mapping[str, Skeleton], max_per
                 if shape != (total, max_persons, skel.num_joints, 3):
                     raise _corrupt(path, f"poses/{conv} has shape {shape}, expected "
                                          f"{(total, max_persons, skel.num_joints, 3)}")
-                plain = ds.chunks is None and ds.compression is None and ds.dtype == np.dtype("<f4")
-                raw[conv] = ds.id.get_offset() if plain else None
-                if raw[conv] is not None and ds.id.get_storage_size() > 0:
-                    pose_ranges.append((raw[conv], ds.id.get_storage_size()))
+                span = _raw_range(ds)
+                raw[conv] = None if span is None else span[0]
+                if span is not None:
+                    pose_ranges.append(span)
             if sealed is not None and sorted(pose_ranges) != sealed:
                 raise _corrupt(path, "the seal's unchecked byte ranges are not the pose data's")
             if f["scores"].shape != (total, max_persons) or f["frame_indices"].shape != (total,):
@@ -874,8 +884,8 @@ class CacheWriter:
                         kwargs = {"compression": self.compression,
                                   "chunks": (max(1, min(total, (1 << 20) // row_bytes)), m, skel.num_joints, 3)}
                     ds = group.create_dataset(conv, data=data, **kwargs)
-                    if ds.chunks is None and ds.id.get_offset() is not None:
-                        pose_ranges.append((ds.id.get_offset(), ds.id.get_storage_size()))
+                    if (span := _raw_range(ds)) is not None:
+                        pose_ranges.append(span)
                     ds.attrs["skeleton"] = conv
                     ds.attrs["units"] = UNITS
                     ds.attrs["axes"] = AXES

@@ -28,8 +28,9 @@ the pose ranges, which reads the whole file.
 
 Segments written before seals existed start with the HDF5 signature at byte 0; they are read unchecked.
 
-Pure bytes in, bytes out: no HDF5 here (the writer gives the pose ranges; :mod:`msclr.pipeline.cache`
-cross-checks them against the ranges HDF5 reports after opening).
+No HDF5 here: :func:`seal` works on the finished file image, :func:`verify` on the file with plain reads.  The
+writer gives the pose ranges; :mod:`msclr.pipeline.cache` cross-checks them against the ranges HDF5 reports
+after opening.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def seal(image: memoryview, userblock: int, skip: Sequence[tuple[int, int]]) -> 
         skip: (offset, length) of the raw pose data to leave out, absolute file offsets, any order.
     """
     size = len(image)
-    ranges = _check_ranges(sorted((int(o), int(n)) for o, n in skip if n > 0), userblock, size)
+    ranges = _check_ranges(sorted((int(o), int(n)) for o, n in skip), userblock, size)
     if any(image[:userblock]):
         raise ValueError("seal: the user block is not empty (the file was not created for a seal)")
     digest = _covered_digest(lambda o, n: image[o:o + n], userblock, size, ranges)
@@ -179,10 +180,7 @@ def verify(path: str | os.PathLike[str], *, poses: bool = False) -> list[tuple[i
             raise SealError("its bytes differ from the ones written (damaged on disk or edited since)")
         if poses:
             for (offset, length), item in zip(ranges, skip, strict=True):
-                h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-                for pos in range(offset, offset + length, _BLOCK):
-                    h.update(read_at(pos, min(_BLOCK, offset + length - pos)))
-                if len(item) != 3 or h.hexdigest() != item[2]:
+                if len(item) != 3 or _covered_digest(read_at, offset, offset + length, ()).hex() != item[2]:
                     raise SealError(f"its pose data in bytes [{offset}, {offset + length}) differs from the data "
                                     "written (damaged on disk or edited since)")
     return ranges
