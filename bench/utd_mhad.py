@@ -236,6 +236,8 @@ def main() -> None:
     ap.add_argument("--config", default="cpu_small", help="recipe name or TOML file (default: cpu_small)")
     ap.add_argument("--temperature", type=float, default=None, help="override the recipe's contrastive temperature")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's pretraining learning rate")
+    ap.add_argument("--input-norm", choices=("joint", "axis"), default=None,
+                    help="override the recipe's model.input_norm (input BatchNorm per joint and axis, or per axis)")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only the no-pretraining rows (raw coordinates, random init): about a minute")
     ap.add_argument("--supervised-epochs", type=int, default=0,
@@ -260,6 +262,8 @@ def main() -> None:
         config = replace(config, model=replace(config.model, queue_size=128))
     if args.lr is not None:
         config = replace(config, pretrain=replace(config.pretrain, lr=args.lr))
+    if args.input_norm is not None:
+        config = replace(config, model=replace(config.model, input_norm=args.input_norm))
     if args.temperature is not None:
         config = replace(config, model=replace(config.model, temperature=args.temperature))
     work = args.keep or Path(tempfile.mkdtemp(prefix="msclr_utd_"))
@@ -271,6 +275,7 @@ def main() -> None:
     t_cache = time.perf_counter() - t0
     print(f"cache: {cache_root} ({t_cache:.1f} s); config: pretrain {config.pretrain.epochs} epochs, "
           f"batch {config.pretrain.batch_size}, queue {config.model.queue_size}, hidden_dim {config.model.hidden_dim}, "
+          f"input_norm {config.model.input_norm}, "
           f"linear {config.linear.epochs} epochs; threads {args.threads}")
     for note in notes:
         print("note:", note)

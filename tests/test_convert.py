@@ -250,6 +250,9 @@ def test_foreign_graph_and_wrong_width_are_refused():
     narrow = MultiSkeletonSTGCN(["ntu_kinect_25", "smplx_42"], hidden_channels=8)
     with pytest.raises(CheckpointError, match="shape"):
         convert_encoder_state_dict(flex_state_dict(), narrow)
+    per_axis = MultiSkeletonSTGCN(["ntu_kinect_25", "smplx_42"], input_norm="axis")
+    with pytest.raises(CheckpointError, match="input_norm='joint'"):
+        convert_encoder_state_dict(flex_state_dict(), per_axis)
 
 
 class _Evil:

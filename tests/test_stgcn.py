@@ -163,6 +163,45 @@ def test_data_bn_channel_order_is_joint_major():
     assert torch.count_nonzero(rm) == 1
 
 
+def test_axis_input_norm_matches_formula():
+    """input_norm="axis": each coordinate axis standardised over (N*M, V, T), one (weight, bias) per axis."""
+    torch.manual_seed(0)
+    enc = MultiSkeletonSTGCN(["kinect_v1_20"], input_norm="axis").train()
+    bn = enc.conventions["kinect_v1_20"].data_bn
+    assert bn.weight.shape == bn.running_mean.shape == (3,)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 2.0, 1.5]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 6, 20, 2, generator=g, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.2]).view(1, 3, 1, 1, 1).double()
+    h = x.permute(0, 4, 3, 1, 2).reshape(8, 20 * 3, 6)  # the data_bn layout (N*M, V*C, T)
+    out = bn.double()(h).view(8, 20, 3, 6)
+    per_axis = x.permute(1, 0, 2, 3, 4).reshape(3, -1)  # (C, N*T*V*M)
+    mean, var = per_axis.mean(1), per_axis.var(1, unbiased=False)
+    expected = (x - mean.view(1, 3, 1, 1, 1)) / torch.sqrt(var.view(1, 3, 1, 1, 1) + bn.eps)
+    expected = expected * bn.weight.view(1, 3, 1, 1, 1) + bn.bias.view(1, 3, 1, 1, 1)
+    torch.testing.assert_close(out, expected.permute(0, 4, 3, 1, 2).reshape(8, 20, 3, 6))
+    torch.testing.assert_close(bn.running_mean, 0.1 * mean)
+    # eval mode uses the running statistics, per axis, and the encoder runs end to end
+    bn.eval()
+    out_eval = bn(h).view(8, 20, 3, 6)
+    ref = (h.view(8, 20, 3, 6) - bn.running_mean.view(1, 1, 3, 1)) / torch.sqrt(bn.running_var.view(1, 1, 3, 1) + bn.eps)
+    torch.testing.assert_close(out_eval, ref * bn.weight.view(1, 1, 3, 1) + bn.bias.view(1, 1, 3, 1))
+    assert enc.float().eval()(x.float(), "kinect_v1_20").shape == (4, 128)
+
+
+def test_joint_input_norm_is_the_reference_and_unknown_is_rejected():
+    from msclr.models.stgcn import INPUT_NORMS
+    from msclr.pipeline import config
+
+    assert INPUT_NORMS == config.INPUT_NORMS
+    enc = MultiSkeletonSTGCN(["kinect_v1_20"])
+    assert type(enc.conventions["kinect_v1_20"].data_bn) is nn.BatchNorm1d
+    assert enc.conventions["kinect_v1_20"].data_bn.num_features == 60
+    with pytest.raises(ValueError, match="input_norm"):
+        MultiSkeletonSTGCN(["kinect_v1_20"], input_norm="joints")
+
+
 # ----------------------------------------------------------------------------- EADM
 def _eadm_manual(x, threshold=0.7, e_lambda=1e-4):
     """Literal transcription of method.md §9 with explicit loops over samples (float64)."""

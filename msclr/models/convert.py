@@ -195,8 +195,11 @@ def convert_encoder_state_dict(state: Mapping[str, torch.Tensor], encoder: nn.Mo
             unexpected.append(key)
             del out[key]
         elif out[key].shape != expected[key].shape:
+            hint = ("the reference's data_bn has one channel per joint and axis: build the encoder with "
+                    "input_norm='joint'" if ".data_bn." in key else
+                    "different widths? set hidden_channels / hidden_dim / out_dim to match")
             problems.append(f"{key}: shape {tuple(out[key].shape)} in the checkpoint, {tuple(expected[key].shape)} "
-                            "in the encoder (different widths? set hidden_channels / hidden_dim / out_dim to match)")
+                            f"in the encoder ({hint})")
     optional = re.compile(r".*num_batches_tracked$" + ("" if head else r"|^fc\."))
     missing = [k for k in expected if k not in out and not optional.match(k)]
     if unexpected or missing or problems:

@@ -2,7 +2,8 @@
 
 One set of 10 ST-GCN blocks is shared by every skeleton convention; each convention has its own
 adjacency ``A_s`` (3, V_s, V_s) (:func:`msclr.models.graph.skeleton_partition`), its own input
-``data_bn`` (BatchNorm1d over 3·V_s channels, channel index ``v*C + c``) and its own 10 learnable
+``data_bn`` (BatchNorm1d over 3·V_s channels, channel index ``v*C + c``; or one channel per axis with
+``input_norm="axis"``, :class:`AxisBatchNorm`) and its own 10 learnable
 edge-importance masks (3, V_s, V_s).  A batch holds a single convention.
 
 Blocks (temporal kernel 9, spatial kernel K = 3, widths scaled from ``hidden_channels`` = 16)::
@@ -245,18 +246,51 @@ class STGCNBlock(nn.Module):
         return F.relu(y, inplace=True)
 
 
+INPUT_NORMS = ("joint", "axis")
+
+
+class AxisBatchNorm(nn.BatchNorm1d):
+    """Input BatchNorm with one channel per coordinate axis, shared by all V joints (``input_norm="axis"``).
+
+    Takes and returns the ``data_bn`` layout (N*M, V*C, T), channel index ``v*C + c``, and standardises each
+    axis c over (N*M, V, T): relative joint amplitudes survive, whereas the reference's per-(joint, axis)
+    BatchNorm scales every joint to unit variance, amplifying the near-still torso joints of per-frame-centred
+    data as much as the hands (docs/utd_mhad.md, findings 3 and 8).  Parameters and statistics have shape (C,).
+    """
+
+    def __init__(self, in_channels: int, num_joints: int) -> None:
+        super().__init__(in_channels)
+        self.num_joints = num_joints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nm, vc, t = x.shape
+        v, c = self.num_joints, vc // self.num_joints
+        y = x.view(nm, v, c, t).transpose(1, 2).reshape(nm, c, v * t)
+        return super().forward(y).view(nm, c, v, t).transpose(1, 2).reshape(nm, vc, t)
+
+
 class Convention(nn.Module):
     """Per-skeleton parts of the encoder: adjacency buffer ``A`` (3, V, V), ``data_bn`` and the
-    10 edge-importance masks (3, V, V), all at the convention's native V."""
+    10 edge-importance masks (3, V, V), all at the convention's native V.
 
-    def __init__(self, skeleton: Skeleton, in_channels: int, num_blocks: int, edge_importance: bool) -> None:
+    ``input_norm``: ``"joint"`` (reference) gives ``data_bn`` = BatchNorm1d(C*V), one channel per (joint, axis);
+    ``"axis"`` gives :class:`AxisBatchNorm`, one channel per axis shared by the joints.
+    """
+
+    def __init__(self, skeleton: Skeleton, in_channels: int, num_blocks: int, edge_importance: bool,
+                 input_norm: str = "joint") -> None:
         super().__init__()
         self.skeleton = skeleton
         adjacency = torch.from_numpy(skeleton_partition(skeleton))
         self.register_buffer("A", adjacency)
         # The 'spatial' partition's root subset (hop 0) holds only self-loops.
         self.diagonal_root = bool(torch.equal(adjacency[0], torch.diag(torch.diagonal(adjacency[0]))))
-        self.data_bn = nn.BatchNorm1d(in_channels * skeleton.num_joints)
+        if input_norm == "joint":
+            self.data_bn: nn.BatchNorm1d = nn.BatchNorm1d(in_channels * skeleton.num_joints)
+        elif input_norm == "axis":
+            self.data_bn = AxisBatchNorm(in_channels, skeleton.num_joints)
+        else:
+            raise ValueError(f"input_norm must be one of {list(INPUT_NORMS)}, got {input_norm!r}")
         if edge_importance:
             self.edge_importance = nn.ParameterList(
                 [nn.Parameter(torch.ones_like(adjacency)) for _ in range(num_blocks)]
@@ -291,6 +325,8 @@ class MultiSkeletonSTGCN(nn.Module):
         out_dim: output size of the head (128 for MS-AimCLR; number of classes for a classifier).
         dropout: dropout of the tcn of blocks 2-10 (block 1 has none).
         edge_importance: learn the per-convention edge-importance masks.
+        input_norm: ``"joint"`` (reference ``data_bn``, one BatchNorm channel per joint and axis) or
+            ``"axis"`` (one per axis, shared by the joints; :class:`AxisBatchNorm`).
         head: ``"mlp"`` (Linear-ReLU-Linear, pretraining), ``"linear"`` or ``None`` (identity,
             the forward then returns the (N, hidden_dim) features).
 
@@ -299,7 +335,7 @@ class MultiSkeletonSTGCN(nn.Module):
 
     def __init__(self, skeletons: Sequence[Skeleton | str], *, in_channels: int = 3, hidden_channels: int = 16,
                  hidden_dim: int = 256, out_dim: int = 128, dropout: float = 0.5, edge_importance: bool = True,
-                 head: str | None = "mlp") -> None:  # fmt: skip
+                 head: str | None = "mlp", input_norm: str = "joint") -> None:  # fmt: skip
         super().__init__()
         if isinstance(skeletons, (str, Skeleton)):
             skeletons = [skeletons]
@@ -315,8 +351,10 @@ class MultiSkeletonSTGCN(nn.Module):
         self.in_channels, self.hidden_dim = in_channels, hidden_dim
         self.out_dim = hidden_dim if head is None else out_dim
         self.head_kind = head
+        self.input_norm = input_norm
         self.conventions = nn.ModuleDict(
-            {module_key(n): Convention(sk, in_channels, NUM_BLOCKS, edge_importance) for n, sk in resolved.items()}
+            {module_key(n): Convention(sk, in_channels, NUM_BLOCKS, edge_importance, input_norm)
+             for n, sk in resolved.items()}
         )
         table = block_table(in_channels, hidden_channels, hidden_dim)
         self.blocks = nn.ModuleList(

@@ -33,6 +33,7 @@ STREAMS = ("joint", "motion", "bone")
 """The three input streams, each a separately pretrained model (method.md §6)."""
 
 PAIR_MODES = ("full_random", "half_random")
+INPUT_NORMS = ("joint", "axis")  # = msclr.models.stgcn.INPUT_NORMS (config stays importable without torch)
 SCORE_MODES = ("softmax", "logits")
 
 
@@ -77,6 +78,8 @@ class ModelConfig:
     key_momentum: float = 0.999
     temperature: float = 0.07
     shuffle_bn: bool = False  # MoCo v2 shuffle-BN across DDP ranks (the reference has none)
+    # input BatchNorm: "joint" = the reference's data_bn (one channel per joint and axis); "axis" = one per axis
+    input_norm: str = "joint"
 
 
 def _stretch_steps(steps: tuple[int, ...], old_epochs: int, new_epochs: int) -> tuple[int, ...]:
@@ -215,6 +218,9 @@ class TrainConfig:
         for mode, key in ((lin.score_mode, "linear.score_mode"), (self.fusion.mode, "fusion.mode")):
             if mode not in SCORE_MODES:
                 raise ConfigError(f"{key} {mode!r} invalid: use one of {list(SCORE_MODES)}.")
+        if m.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"model.input_norm {m.input_norm!r} invalid: use one of {list(INPUT_NORMS)} "
+                              "('joint' = the reference's per-joint data_bn).")
         if m.hidden_channels < 1 or m.hidden_dim < 1 or m.feature_dim < 1:
             raise ConfigError("model.hidden_channels, hidden_dim and feature_dim must be positive.")
         return self

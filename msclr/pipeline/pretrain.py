@@ -136,7 +136,8 @@ def build_encoder(skeletons: Sequence[Skeleton], model: ModelConfig, *, head: st
 
     return MultiSkeletonSTGCN(list(skeletons), in_channels=3, hidden_channels=model.hidden_channels,
                               hidden_dim=model.hidden_dim, out_dim=model.feature_dim, dropout=model.dropout,
-                              edge_importance=model.edge_importance, head=head)
+                              edge_importance=model.edge_importance, head=head,
+                              input_norm=model.input_norm)
 
 
 def build_model(skeletons: Sequence[Skeleton], model: ModelConfig, *, topk: int = 1) -> Any:
