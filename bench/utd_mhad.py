@@ -155,14 +155,22 @@ def load_xsub(cache_root: Path, config):
     return convs, skels, train, test
 
 
-def random_baseline(cache_root: Path, config, seed: int) -> dict[str, dict[str, float]]:
-    """Random-init frozen encoder + linear per convention + ensemble (raw and BN-calibrated)."""
+def top1_row(metrics: dict) -> dict[str, float]:
+    """Top-1 per convention and of the skeleton ensemble, from a stream's ``metrics()``."""
+    return {**{c: v["top1"] for c, v in metrics["conventions"].items()}, "ensemble": metrics["ensemble"]["top1"]}
+
+
+def random_baseline(data, config, seed: int) -> dict[str, dict[str, float]]:
+    """Random-init frozen encoder + linear per convention + ensemble (raw and BN-calibrated).
+
+    ``data``: what :func:`load_xsub` returns.
+    """
     import torch
 
     from msclr.pipeline.linear_eval import calibrate_batchnorm, evaluate_stream
     from msclr.pipeline.pretrain import build_encoder
 
-    convs, skels, tr, te = load_xsub(cache_root, config)
+    convs, skels, tr, te = data
     out = {"linear on raw coordinates": raw_coordinate_probe(tr, te, convs, config)}
     for label, calibrate in (("random init (raw BN stats)", False), ("random init (BN calibrated)", True)):
         torch.manual_seed(seed)
@@ -171,16 +179,15 @@ def random_baseline(cache_root: Path, config, seed: int) -> dict[str, dict[str, 
             calibrate_batchnorm(enc, tr.arrays, skels, "joint")
         ev = evaluate_stream(enc, tr.arrays, tr.labels, te.arrays, te.labels, skels, "joint", len(CLASSES),
                              config.linear)
-        m = ev.metrics()
-        out[label] = {**{c: v["top1"] for c, v in m["conventions"].items()}, "ensemble": m["ensemble"]["top1"]}
+        out[label] = top1_row(ev.metrics())
     return out
 
 
-def supervised_ceiling(cache_root: Path, config, seed: int, epochs: int, lr: float = 0.05) -> dict[str, float]:
+def supervised_ceiling(data, config, seed: int, epochs: int, lr: float = 0.05) -> dict[str, float]:
     """Upper reference: the same encoder (same width, same ``data_bn``) trained WITH labels, then frozen + linear.
 
-    Cross-entropy through a linear head on ``encoder.features``; SGD (momentum 0.9, weight decay 1e-4, batch
-    32, constant ``lr``); an epoch visits every training clip once in each convention, each batch one
+    ``data``: what :func:`load_xsub` returns.  Cross-entropy through a linear head on ``encoder.features``; SGD
+    (momentum 0.9, weight decay 1e-4, the recipe's pretraining batch size (32 in ``cpu_small``), constant ``lr``); an epoch visits every training clip once in each convention, each batch one
     convention, augmented with the pretraining's normal augmentation (temporal crop + shear, batched torch op).
     The trained encoder is then evaluated exactly like the other rows (eval mode, features once, linear
     classifier per convention, softmax ensemble).  What label-free pretraining could at best hope to match
@@ -193,7 +200,8 @@ def supervised_ceiling(cache_root: Path, config, seed: int, epochs: int, lr: flo
     from msclr.pipeline.linear_eval import evaluate_stream
     from msclr.pipeline.pretrain import build_encoder
 
-    convs, skels, tr, te = load_xsub(cache_root, config)
+    convs, skels, tr, te = data
+    batch = config.pretrain.batch_size
     torch.manual_seed(seed)
     encoder = build_encoder([skels[c] for c in convs], config.model)
     head = torch.nn.Linear(config.model.hidden_dim, len(CLASSES))
@@ -207,8 +215,8 @@ def supervised_ceiling(cache_root: Path, config, seed: int, epochs: int, lr: flo
         total, count = 0.0, 0
         for c in convs:
             order = torch.randperm(len(labels), generator=gen)
-            for i in range(0, len(order), 32):
-                idx = order[i:i + 32]
+            for i in range(0, len(order), batch):
+                idx = order[i:i + batch]
                 loss = F.cross_entropy(head(encoder.features(normal_augment(arrays[c][idx], gen), c)), labels[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -220,11 +228,12 @@ def supervised_ceiling(cache_root: Path, config, seed: int, epochs: int, lr: flo
     encoder.eval()
     ev = evaluate_stream(encoder, tr.arrays, tr.labels, te.arrays, te.labels, skels, "joint", len(CLASSES),
                          config.linear)
-    m = ev.metrics()
-    return {**{c: v["top1"] for c, v in m["conventions"].items()}, "ensemble": m["ensemble"]["top1"]}
+    return top1_row(ev.metrics())
 
 
 def main() -> None:
+    from msclr.pipeline.config import INPUT_NORMS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="utd_mhad_3d.pkl (default: shared data folder)")
     ap.add_argument("--quick", action="store_true", help="2-3 minute smoke run (few epochs, subset)")
@@ -236,7 +245,7 @@ def main() -> None:
     ap.add_argument("--config", default="cpu_small", help="recipe name or TOML file (default: cpu_small)")
     ap.add_argument("--temperature", type=float, default=None, help="override the recipe's contrastive temperature")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's pretraining learning rate")
-    ap.add_argument("--input-norm", choices=("joint", "axis"), default=None,
+    ap.add_argument("--input-norm", choices=INPUT_NORMS, default=None,
                     help="override the recipe's model.input_norm (input BatchNorm per joint and axis, or per axis)")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only the no-pretraining rows (raw coordinates, random init): about a minute")
@@ -281,10 +290,11 @@ def main() -> None:
         print("note:", note)
 
     t1 = time.perf_counter()
-    baseline = random_baseline(cache_root, config, args.seed)
+    data = load_xsub(cache_root, config)
+    baseline = random_baseline(data, config, args.seed)
     if args.supervised_epochs:
         print(f"supervised reference: {args.supervised_epochs} epochs with labels ...", flush=True)
-        baseline["supervised, then frozen + linear"] = supervised_ceiling(cache_root, config, args.seed,
+        baseline["supervised, then frozen + linear"] = supervised_ceiling(data, config, args.seed,
                                                                            args.supervised_epochs)
     t_base = time.perf_counter() - t1
 
@@ -299,7 +309,7 @@ def main() -> None:
                             progress=progress, tensorboard=False)
     t_train = time.perf_counter() - t2
     joint = metrics["streams"]["joint"]
-    pre = {**{c: v["top1"] for c, v in joint["conventions"].items()}, "ensemble": joint["ensemble"]["top1"]}
+    pre = top1_row(joint)
 
     print(f"\nUTD-MHAD xsub ({metrics['protocol']['train_clips']} train / {metrics['protocol']['test_clips']} "
           "test clips)")

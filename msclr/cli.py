@@ -402,10 +402,6 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
     CACHE is the directory written by `msclr extract` or `msclr import`. Opening it checks each segment's
     seal (everything but the raw pose coordinates); --verify checks the coordinates too.
     """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     from msclr.pipeline.cache import Cache
 
     opened = Cache(cache)
@@ -418,9 +414,18 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
                              "damaged": {str(p): why for p, why in report.damaged}}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        if verify and summary["verify"]["damaged"]:
-            sys.exit(1)
-        return
+    else:
+        _print_summary(summary, verify)
+    if verify and summary["verify"]["damaged"]:
+        sys.exit(1)
+
+
+def _print_summary(summary: dict[str, Any], verify: bool) -> None:
+    """The human-readable `msclr info` (tables), with the --verify verdict when asked."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     console = Console()
     size_mb = summary["size_bytes"] / 1e6
     console.print(f"[bold]{escape(summary['path'])}[/bold]: {summary['clips']} clips, "
@@ -464,7 +469,7 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
 
 
 def _print_verify(console: Any, result: dict[str, Any], path: str) -> None:
-    """The --verify verdict of `msclr info`; exit 1 when a segment is damaged."""
+    """The --verify verdict of `msclr info` (the caller exits 1 when a segment is damaged)."""
     from rich.markup import escape
 
     console.print(f"verify: {result['checked']} sealed segments, {result['bytes'] / 1e6:.1f} MB read")
@@ -477,8 +482,7 @@ def _print_verify(console: Any, result: dict[str, Any], path: str) -> None:
         console.print(f"[red]{len(result['damaged'])} damaged segments.[/red] Delete them and rerun the "
                       "`msclr extract` / `msclr import` commands that wrote them: finished clips are skipped and "
                       "only the deleted ones are redone.")
-        sys.exit(1)
-    if result["checked"]:
+    elif result["checked"]:
         console.print("[green]every checked segment is intact[/green]")
 
 

@@ -351,7 +351,6 @@ class MultiSkeletonSTGCN(nn.Module):
         self.in_channels, self.hidden_dim = in_channels, hidden_dim
         self.out_dim = hidden_dim if head is None else out_dim
         self.head_kind = head
-        self.input_norm = input_norm
         self.conventions = nn.ModuleDict(
             {module_key(n): Convention(sk, in_channels, NUM_BLOCKS, edge_importance, input_norm)
              for n, sk in resolved.items()}
