@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from msclr.pipeline import segment_seal
 from msclr.pipeline.cache import Cache, CacheWriter, Clip
+from msclr.pipeline.cache import seal as segment_seal
 from msclr.skeletons import SKELETONS
 
 CONVENTIONS = ("ntu_kinect_25", "smplx_42")

@@ -1,6 +1,6 @@
 """Linear evaluation: features cached once vs the reference's per-epoch forward pass (speed and accuracy).
 
-Both paths train the same linear classifier with the same seeded shuffles (msclr.pipeline.linear_eval): the
+Both paths train the same linear classifier with the same seeded shuffles (msclr.pipeline.training.linear_eval): the
 cached path runs the frozen encoder once over the train and test clips and then trains on the (N, D) features;
 the reference path re-runs the frozen encoder on every batch of every epoch and on the test set at every
 evaluation (every 5 epochs, as the reference does).  The encoder is frozen and in eval mode in both, so the
@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 
 def load_utd(path: Path, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from msclr.pipeline.datasets.pyskl import read_annotations
     from msclr.pipeline.preprocess import preprocess_clip
-    from msclr.pipeline.pyskl import read_annotations
     from msclr.skeletons import get_skeleton
 
     skel = get_skeleton("kinect_v1_20")
@@ -48,8 +48,8 @@ def load_utd(path: Path, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def load_synthetic(length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from msclr.pipeline.datasets.synthetic import make_dataset, subject_splits
     from msclr.pipeline.preprocess import preprocess_clip
-    from msclr.pipeline.synthetic import make_dataset, subject_splits
     from msclr.skeletons import get_skeleton
 
     skel = get_skeleton("kinectv2_25")
@@ -79,13 +79,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from msclr.pipeline.config import LinearConfig, ModelConfig
-    from msclr.pipeline.linear_eval import (
+    from msclr.pipeline.training.linear_eval import (
         calibrate_batchnorm,
         extract_features,
         linear_eval_cached,
         linear_eval_forward,
     )
-    from msclr.pipeline.pretrain import build_encoder
+    from msclr.pipeline.training.pretrain import build_encoder
     from msclr.skeletons import get_skeleton
 
     if args.synthetic:

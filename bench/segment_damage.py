@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from msclr.errors import CacheError  # noqa: E402
-from msclr.pipeline import segment_seal  # noqa: E402
 from msclr.pipeline.cache import Cache, CacheWriter, Clip  # noqa: E402
+from msclr.pipeline.cache import seal as segment_seal  # noqa: E402
 
 CONVENTIONS = {"ntu_kinect_25": 25, "smplx_42": 42}
 USERBLOCK = segment_seal.userblock_size(len(CONVENTIONS))

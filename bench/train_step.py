@@ -22,7 +22,7 @@ Other processes on a shared machine make wall-clock figures noisy; the bench the
 process CPU time and "samples per CPU-second" (stable under contention; with 1 thread it is the throughput
 the same code would reach on an idle core).
 
-On Linux the bench calls glibc's ``mallopt`` through :func:`msclr.pipeline.cpu_tuning.tune_malloc`, as
+On Linux the bench calls glibc's ``mallopt`` through :func:`msclr.pipeline.training.cpu_tuning.tune_malloc`, as
 ``msclr train`` does on CPU (``--no-malloc-tuning`` to skip), so that large blocks come from
 the heap and the heap is never trimmed: by default every activation above glibc's 32 MiB mmap threshold is
 freshly mmapped for each op, unmapped when freed, and faulted in again page by page (slow under
@@ -134,7 +134,7 @@ def reference_encoder(skeletons, hidden_channels=16, hidden_dim=256, out_dim=128
 # ----------------------------------------------------------------------------- bench
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from msclr.pipeline.cpu_tuning import tune_malloc
+    from msclr.pipeline.training.cpu_tuning import tune_malloc
 
     malloc = "unchanged" if args.no_malloc_tuning or args.device != "cpu" else tune_malloc()
 

@@ -13,10 +13,10 @@ What it does (all through msclr's library, no shortcuts):
    skeleton ensemble.
    A fresh encoder's BatchNorm running statistics are (0, 1), which makes its eval-mode features ~1e-6;
    the baseline therefore recalibrates them on the training clips (no labels, no gradient; see
-   :func:`msclr.pipeline.linear_eval.calibrate_batchnorm`); the raw number is printed too.
+   :func:`msclr.pipeline.training.linear_eval.calibrate_batchnorm`); the raw number is printed too.
    With ``--supervised-epochs N``, also the upper reference: the same encoder trained with labels, then
    frozen and probed the same way (:func:`supervised_ceiling`).
-3. ``msclr train`` on the cache (:func:`msclr.pipeline.run.train_run`, the CLI's code path) with the
+3. ``msclr train`` on the cache (:func:`msclr.pipeline.train.train_run`, the CLI's code path) with the
    ``cpu_small`` recipe: multi-skeleton MS-AimCLR pretraining on both conventions, then linear evaluation of
    each convention and the skeleton ensemble (last epoch, test split).
 
@@ -89,7 +89,7 @@ def derived_skeleton():
 def build_cache(pkl: Path, root: Path, limit: int | None = None) -> None:
     """Write the two-convention cache from the UTD-MHAD pickle (msclr's validated reader + CacheWriter)."""
     from msclr.pipeline.cache import CacheWriter, Clip
-    from msclr.pipeline.pyskl import read_annotations
+    from msclr.pipeline.datasets.pyskl import read_annotations
     from msclr.skeletons import get_skeleton
 
     src = get_skeleton("kinect_v1_20")
@@ -126,8 +126,8 @@ def raw_coordinate_probe(train, test, convs, config) -> dict[str, float]:
     coordinates of each convention, and their softmax ensemble: what the input alone makes linearly separable."""
     import torch
 
-    from msclr.pipeline.fusion import ensemble_scores, topk_accuracy
-    from msclr.pipeline.linear_eval import linear_eval_cached
+    from msclr.models.fusion import ensemble_scores, topk_accuracy
+    from msclr.pipeline.training.linear_eval import linear_eval_cached
 
     out, logits = {}, []
     linear = replace(config.linear, standardize=True)
@@ -144,7 +144,7 @@ def raw_coordinate_probe(train, test, convs, config) -> dict[str, float]:
 def load_xsub(cache_root: Path, config):
     """The conventions, their skeletons and the labelled cross-subject splits, preprocessed as the recipe says."""
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.dataset import load_split
+    from msclr.pipeline.training.dataset import load_split
 
     cache = Cache(cache_root)
     convs = list(config.data.skeletons)
@@ -167,8 +167,8 @@ def random_baseline(data, config, seed: int) -> dict[str, dict[str, float]]:
     """
     import torch
 
-    from msclr.pipeline.linear_eval import calibrate_batchnorm, evaluate_stream
-    from msclr.pipeline.pretrain import build_encoder
+    from msclr.pipeline.training.linear_eval import calibrate_batchnorm, evaluate_stream
+    from msclr.pipeline.training.pretrain import build_encoder
 
     convs, skels, tr, te = data
     out = {"linear on raw coordinates": raw_coordinate_probe(tr, te, convs, config)}
@@ -197,8 +197,8 @@ def supervised_ceiling(data, config, seed: int, epochs: int, lr: float = 0.05) -
     import torch.nn.functional as F
 
     from msclr.models.augment import normal_augment
-    from msclr.pipeline.linear_eval import evaluate_stream
-    from msclr.pipeline.pretrain import build_encoder
+    from msclr.pipeline.training.linear_eval import evaluate_stream
+    from msclr.pipeline.training.pretrain import build_encoder
 
     convs, skels, tr, te = data
     batch = config.pretrain.batch_size
@@ -258,7 +258,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from msclr.pipeline.config import resolve_config
-    from msclr.pipeline.run import ConsoleProgress, train_run
+    from msclr.pipeline.train import ConsoleProgress, train_run
 
     data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"
     if not data.is_file():

@@ -229,8 +229,8 @@ def import_() -> None:
 
 
 def tune_malloc() -> None:
-    """glibc allocator settings for CPU training (msclr.pipeline.cpu_tuning), imported only when used."""
-    from msclr.pipeline.cpu_tuning import tune_malloc as tune
+    """glibc allocator settings for CPU training (msclr.pipeline.training.cpu_tuning), imported only when used."""
+    from msclr.pipeline.training.cpu_tuning import tune_malloc as tune
 
     tune()
 
@@ -280,7 +280,7 @@ def import_ntu(skeleton_dir: str, out: str, benchmark: str | None, skip_missing:
     from rich.console import Console
     from rich.table import Table
 
-    from msclr.pipeline.importers import import_ntu as run_import
+    from msclr.pipeline.datasets.importers import import_ntu as run_import
 
     bench = None if benchmark is None else int(benchmark[3:])
     with _import_progress("import ntu") as progress:
@@ -325,7 +325,7 @@ def import_pyskl(annotation: str, skeleton: str, out: str, scale: float, class_n
     taken as metres in Kinect camera space (see --scale).  Each frame_dir becomes a clip, the
     splits become the cache's named splits, and NTU fields are parsed from NTU names.
     """
-    from msclr.pipeline.importers import import_pyskl as run_import
+    from msclr.pipeline.datasets.importers import import_pyskl as run_import
 
     with _import_progress("import pyskl") as progress:
         report = run_import(annotation, out, skeleton=skeleton, scale=scale, class_names=class_names,
@@ -351,7 +351,7 @@ def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str
     its raw length with M = its persons, total_frames}; the cache's splits go to 'split'.  The
     file is written atomically (a temporary file, then renamed).
     """
-    from msclr.pipeline.pyskl import export_pyskl
+    from msclr.pipeline.datasets.pyskl import export_pyskl
 
     with _import_progress("export") as progress:
         summary = export_pyskl(cache, out, skeleton=skeleton, split_prefixes=split_prefixes, progress=progress)
@@ -377,7 +377,7 @@ def compact(cache: str, segment_size: int) -> None:
     deletes the old files.  Content, splits and statuses are unchanged; killed at any point, the
     cache stays readable, and a rerun finishes the job.  Run it when no other process uses the cache.
     """
-    from msclr.pipeline.compact import compact_cache
+    from msclr.pipeline.cache.compact import compact_cache
 
     with _import_progress("compact") as progress:
         report = compact_cache(cache, segment_size=segment_size, progress=progress)
@@ -534,8 +534,8 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
     from rich.console import Console
 
     from msclr.pipeline.config import resolve_config
-    from msclr.pipeline.report import render_table
-    from msclr.pipeline.run import ConsoleProgress, train_run
+    from msclr.pipeline.train import ConsoleProgress, train_run
+    from msclr.pipeline.training.report import render_table
 
     config, notes = resolve_config(recipe, skeletons=skeletons, stream=stream, split=split, epochs=epochs,
                                    batch_size=batch_size, seed=seed, linear_epochs=linear_epochs, workers=workers)
@@ -564,7 +564,7 @@ Examples:
 @user_errors
 def evaluate(run: str, as_json: bool) -> None:
     """Print the accuracy table of a training run (top-1 / top-5, last epoch, test split)."""
-    from msclr.pipeline.run import read_metrics
+    from msclr.pipeline.train import read_metrics
 
     metrics = read_metrics(run)
     if as_json:
@@ -572,7 +572,7 @@ def evaluate(run: str, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    from msclr.pipeline.report import render_table
+    from msclr.pipeline.training.report import render_table
 
     Console().print(render_table(metrics))
 
@@ -648,7 +648,7 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
     from rich.console import Console
 
     from msclr.pipeline.demo import print_demo, run_demo
-    from msclr.pipeline.run import ConsoleProgress
+    from msclr.pipeline.train import ConsoleProgress
 
     console = Console(stderr=True)
     if device == "cpu":

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from msclr.errors import CheckpointError
-from msclr.pipeline.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from msclr.pipeline.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
-from msclr.pipeline.pretrain import load_pretrained_encoder, pretrain
+from msclr.pipeline.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from msclr.pipeline.training.pretrain import load_pretrained_encoder, pretrain
 from msclr.skeletons import get_skeleton
 
 CONVS = ("kinectv2_25", "smpl_24")

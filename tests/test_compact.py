@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from msclr.cli import cli
 from msclr.errors import CacheError
 from msclr.pipeline.cache import Cache, CacheWriter
-from msclr.pipeline.compact import compact_cache
+from msclr.pipeline.cache.compact import compact_cache
 from tests.test_cache import CONVS, M, assert_same_clip, make_clip
 
 N_CLIPS = 10

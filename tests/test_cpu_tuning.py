@@ -1,4 +1,4 @@
-"""msclr.pipeline.cpu_tuning: glibc malloc settings for CPU training (in a child process: they are global)."""
+"""msclr.pipeline.training.cpu_tuning: glibc malloc settings for CPU training (in a child process: they are global)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from msclr.pipeline import cpu_tuning
+from msclr.pipeline.training import cpu_tuning
 
 CHILD = r"""
 import ctypes, re
-from msclr.pipeline.cpu_tuning import tune_malloc
+from msclr.pipeline.training.cpu_tuning import tune_malloc
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -17,9 +17,9 @@ from msclr.cli import cli
 def test_quick_demo_beats_chance(tmp_path: Path) -> None:
     from rich.console import Console
 
+    from msclr.pipeline.datasets.synthetic import ACTIONS
     from msclr.pipeline.demo import CONVENTIONS, QUICK, print_demo, run_demo
     from msclr.pipeline.predict import predict_skeletons
-    from msclr.pipeline.synthetic import ACTIONS
 
     events: list[str] = []
     result = run_demo(tmp_path / "demo", size=QUICK, seed=0, threads=1,

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msclr.pipeline.fusion import ensemble_scores, fuse_streams, softmax, topk_accuracy, topk_correct
-from msclr.pipeline.report import confusion_matrix, draw_confusion_png, per_class_accuracy, table_rows
+from msclr.models.fusion import ensemble_scores, fuse_streams, softmax, topk_accuracy, topk_correct
+from msclr.pipeline.training.report import (
+    confusion_matrix,
+    draw_confusion_png,
+    per_class_accuracy,
+    table_rows,
+)
 
 
 def test_softmax_is_stable_and_normalised() -> None:

@@ -8,7 +8,7 @@ whole copy (``Cache(root)``, ``info()``, ``metadata()``, ``statuses()``, ``poses
 convention, ``clip()`` of every clip) must raise only :class:`~msclr.errors.CacheError` naming the
 cache, or succeed; where the damage cannot alter pose data (truncation, deletion, JSON files) a
 success must return exactly the data written.  Flipped bits outside the raw pose arrays must be caught
-by the segment's seal (:mod:`msclr.pipeline.segment_seal`), before HDF5 reads the file: damaged HDF5
+by the segment's seal (:mod:`msclr.pipeline.cache.seal`), before HDF5 reads the file: damaged HDF5
 metadata could make libhdf5 loop forever.  Flipped bits inside the raw pose arrays are not checked (they
 change coordinates), so there only shapes, types and the non-pose data are checked.
 """
@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 
 from msclr.cli import cli
 from msclr.errors import CacheError
-from msclr.pipeline import segment_seal
 from msclr.pipeline.cache import Cache, CacheWriter, Clip
+from msclr.pipeline.cache import seal as segment_seal
 
 FUZZ = settings(max_examples=int(os.environ.get("MSCLR_FUZZ_EXAMPLES", "40")), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -1,7 +1,7 @@
 """Untrusted pickles: hostile files are refused before anything runs, garbage gives documented errors.
 
-Covers :mod:`msclr.pipeline.safe_pickle` (the restricted unpickler and its tuple-nesting scan) and the
-annotation validation of :func:`msclr.pipeline.pyskl.read_annotations`:
+Covers :mod:`msclr.pipeline.datasets.safe_pickle` (the restricted unpickler and its tuple-nesting scan) and the
+annotation validation of :func:`msclr.pipeline.datasets.pyskl.read_annotations`:
 
 - a corpus of hostile pickles (``os.system``, ``posix.system``, ``builtins.eval`` / ``exec`` / ``open``,
   ``subprocess.Popen``, nested ``__reduce__`` globals, GLOBAL / STACK_GLOBAL / INST / OBJ / NEWOBJ / EXT
@@ -33,9 +33,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msclr.errors import ImportFormatError, MsclrError, UnsafePickleError
-from msclr.pipeline import safe_pickle
-from msclr.pipeline.pyskl import MAX_ABS_METRES, MAX_LABEL, read_annotations
-from msclr.pipeline.safe_pickle import ALLOWED_GLOBALS, MAX_TUPLE_DEPTH, check_nesting, safe_load, safe_loads
+from msclr.pipeline.datasets import safe_pickle
+from msclr.pipeline.datasets.pyskl import MAX_ABS_METRES, MAX_LABEL, read_annotations
+from msclr.pipeline.datasets.safe_pickle import (
+    ALLOWED_GLOBALS,
+    MAX_TUPLE_DEPTH,
+    check_nesting,
+    safe_load,
+    safe_loads,
+)
 
 # MSCLR_FUZZ_EXAMPLES=5000 runs a longer fuzzing session by hand; the suite default stays fast.
 FUZZ = settings(max_examples=int(os.environ.get("MSCLR_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -161,7 +167,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from msclr.errors import MsclrError
-    from msclr.pipeline.safe_pickle import safe_load
+    from msclr.pipeline.datasets.safe_pickle import safe_load
     for path in sys.argv[1:]:
         try:
             safe_load(path)
@@ -490,7 +496,7 @@ def test_checkpoint_with_pickle_payload_is_refused_before_running(tmp_path: Path
     """``predict`` / ``--resume`` load checkpoints with ``torch.load(weights_only=True)``: a payload is refused."""
     torch = pytest.importorskip("torch")
     from msclr.errors import CheckpointError
-    from msclr.pipeline.checkpoint import load_checkpoint
+    from msclr.pipeline.training.checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     state = {"format": "msclr-checkpoint", "version": 1, "kind": "model", "model": {"w": torch.zeros(2)},

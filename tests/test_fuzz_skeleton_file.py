@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the NTU ``.skeleton`` reader (:mod:`msclr.pipeline.ntu_skeleton`).
+"""Property-based fuzzing of the NTU ``.skeleton`` reader (:mod:`msclr.pipeline.datasets.ntu_skeleton`).
 
 - Valid files generated from the format spec (random frame / body / ID structure) parse exactly and
   the body selection keeps its documented shapes and invariants.
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msclr.errors import CacheError, ImportFormatError
-from msclr.pipeline.ntu_skeleton import (
+from msclr.pipeline.datasets.ntu_skeleton import (
     MAX_ABS_METRES,
     NUM_JOINTS,
     read_skeleton_file,
@@ -266,7 +266,7 @@ def test_out_of_range_positions_name_the_line(tmp_path: Path, joint: str, phrase
 def test_garbled_file_is_one_failure_in_an_import(tmp_path: Path) -> None:
     """A file the parser used to accept with absurd coordinates no longer stops ``import_ntu``."""
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.importers import import_ntu
+    from msclr.pipeline.datasets.importers import import_ntu
 
     folder = tmp_path / "skeletons"
     folder.mkdir()

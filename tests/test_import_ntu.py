@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from msclr.cli import cli
 from msclr.errors import ImportFormatError
 from msclr.pipeline.cache import Cache
-from msclr.pipeline.importers import import_ntu
-from msclr.pipeline.ntu import ntu_class_names
-from msclr.pipeline.ntu_skeleton import read_skeleton_file, select_bodies, skeleton_to_clip
+from msclr.pipeline.datasets.importers import import_ntu
+from msclr.pipeline.datasets.ntu import ntu_class_names
+from msclr.pipeline.datasets.ntu_skeleton import read_skeleton_file, select_bodies, skeleton_to_clip
 
 BODY_A = 72057594037931101  # real-looking 64-bit Kinect body IDs
 BODY_B = 72057594037931102

@@ -17,9 +17,9 @@ from conftest import require_file
 from msclr.cli import cli
 from msclr.errors import ImportFormatError, MsclrError, UnsafePickleError
 from msclr.pipeline.cache import Cache, CacheWriter, Clip
-from msclr.pipeline.importers import import_pyskl
-from msclr.pipeline.pyskl import export_pyskl, read_annotations
-from msclr.pipeline.safe_pickle import safe_load, safe_loads
+from msclr.pipeline.datasets.importers import import_pyskl
+from msclr.pipeline.datasets.pyskl import export_pyskl, read_annotations
+from msclr.pipeline.datasets.safe_pickle import safe_load, safe_loads
 
 UTD = "utd_mhad/utd_mhad_3d.pkl"
 

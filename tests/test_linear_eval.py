@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from msclr.pipeline.config import LinearConfig, ModelConfig
-from msclr.pipeline.linear_eval import (
+from msclr.pipeline.training.linear_eval import (
     calibrate_batchnorm,
     evaluate_stream,
     extract_features,
     linear_eval_cached,
     linear_eval_forward,
 )
-from msclr.pipeline.pretrain import build_encoder
+from msclr.pipeline.training.pretrain import build_encoder
 from msclr.skeletons import get_skeleton
 
 TINY = ModelConfig(hidden_channels=4, hidden_dim=16, feature_dim=8)
@@ -131,7 +131,7 @@ def test_evaluate_stream_ensemble(encoder) -> None:
     m = ev.metrics()
     assert set(m["conventions"]) == {"kinectv2_25", "smpl_24"}
     assert m["ensemble"]["mode"] == "softmax"
-    from msclr.pipeline.fusion import softmax, topk_accuracy
+    from msclr.models.fusion import softmax, topk_accuracy
 
     probs = (softmax(ev.results["kinectv2_25"].test_logits) + softmax(ev.results["smpl_24"].test_logits)) / 2
     assert m["ensemble"]["top1"] == pytest.approx(topk_accuracy(probs, y_te, 1))

@@ -9,7 +9,7 @@ import pytest
 from conftest import require_file
 
 from msclr.errors import MsclrError
-from msclr.pipeline.ntu import (
+from msclr.pipeline.datasets.ntu import (
     MUTUAL_ACTIONS,
     NTU60_XSUB_TRAIN_SUBJECTS,
     NTU120_XSUB_TRAIN_SUBJECTS,

@@ -31,8 +31,8 @@ def trained(tmp_path_factory):
     """(run folder, cache folder, held-out clips in memory: name -> (label, poses)). M = 2 person slots."""
     from msclr.pipeline.cache import CacheWriter, Clip
     from msclr.pipeline.config import config_from_dict
-    from msclr.pipeline.run import train_run
-    from msclr.pipeline.synthetic import ACTIONS, make_dataset, subject_splits
+    from msclr.pipeline.datasets.synthetic import ACTIONS, make_dataset, subject_splits
+    from msclr.pipeline.train import train_run
 
     root = tmp_path_factory.mktemp("predict")
     samples = make_dataset(CONVS, samples_per_class=6, subjects=4, seed=0)
@@ -69,9 +69,9 @@ def _first(held):
 
 # ----------------------------------------------------------------------------- predict_skeletons
 def test_predict_skeletons_matches_trained_run(trained) -> None:
+    from msclr.pipeline.datasets.synthetic import ACTIONS
     from msclr.pipeline.predict import open_run, predict_skeletons
     from msclr.pipeline.preprocess import preprocess_clip
-    from msclr.pipeline.synthetic import ACTIONS
 
     run, _, held = trained
     name, (label, poses) = _first(held)
@@ -115,7 +115,7 @@ def test_kinectv2_serves_ntu_model_index_for_index(trained) -> None:
 
 
 def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
-    from msclr.pipeline.fusion import softmax
+    from msclr.models.fusion import softmax
     from msclr.pipeline.predict import open_run, predict_skeletons
 
     run, _, held = trained
@@ -141,7 +141,7 @@ def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
 def test_stream_fusion_probabilities_are_a_weighted_mean(trained) -> None:
     """Three streams in softmax mode: the fused 0.6/0.6/0.4 score is normalised to sum to 1."""
     from msclr.pipeline.predict import open_run, predict_skeletons
-    from msclr.pipeline.run import TrainedRun
+    from msclr.pipeline.train import TrainedRun
 
     run, _, held = trained
     _, (_, poses) = _first(held)

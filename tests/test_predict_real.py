@@ -59,7 +59,7 @@ def test_predict_real_clip_with_mediapipe(shared_data: Path, tmp_path: Path) -> 
 
     from msclr.pipeline.config import config_from_dict
     from msclr.pipeline.render import count_frames
-    from msclr.pipeline.run import train_run
+    from msclr.pipeline.train import train_run
 
     videos = [require_file(shared_data, f"videos/{name}") for name in VIDEOS]
     runner = CliRunner()

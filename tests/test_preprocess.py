@@ -286,7 +286,7 @@ def test_preprocess_cache_with_the_real_cache(tmp_path) -> None:
 
 # ------------------------------------------------------------------ real data
 def test_real_utd_mhad_kinect_v1(shared_data) -> None:
-    from msclr.pipeline.safe_pickle import safe_load
+    from msclr.pipeline.datasets.safe_pickle import safe_load
 
     data = safe_load(require_file(shared_data, "utd_mhad/utd_mhad_3d.pkl"))
     skeleton = SKELETONS["kinect_v1_20"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from msclr.errors import MsclrError
-from msclr.pipeline.sampler import PairBatchSampler
+from msclr.pipeline.training.sampler import PairBatchSampler
 
 CONVS = ["kinectv2_25", "smplx_42"]
 
@@ -97,7 +97,7 @@ def test_dataloader_batches_hold_one_convention_pair_any_worker_count(workers: i
     import torch
     from torch.utils.data import DataLoader
 
-    from msclr.pipeline.pretrain import PairBatchDataset
+    from msclr.pipeline.training.pretrain import PairBatchDataset
 
     arrays = _arrays()
     sampler = PairBatchSampler(20, CONVS, 4, seed=9)

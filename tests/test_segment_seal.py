@@ -1,4 +1,4 @@
-"""Segment seals (:mod:`msclr.pipeline.segment_seal`): every byte outside the raw pose data is checked
+"""Segment seals (:mod:`msclr.pipeline.cache.seal`): every byte outside the raw pose data is checked
 before HDF5 opens a segment, because damaged HDF5 metadata can make libhdf5 loop forever (random fuzzing
 found such files; see docs/reliability.md)."""
 
@@ -13,8 +13,8 @@ import pytest
 
 from msclr.errors import CacheError
 from msclr.pipeline import cache as cache_module
-from msclr.pipeline import segment_seal
 from msclr.pipeline.cache import Cache, CacheWriter, Clip
+from msclr.pipeline.cache import seal as segment_seal
 
 CONVENTIONS = ("ntu_kinect_25", "smplx_42")
 
@@ -241,7 +241,7 @@ def test_info_verify_cli(one_segment: tuple[Path, Path]) -> None:
 
 
 def test_compact_rewrites_unsealed_segments_sealed(tmp_path: Path, monkeypatch) -> None:
-    from msclr.pipeline.compact import compact_cache
+    from msclr.pipeline.cache.compact import compact_cache
 
     root = tmp_path / "old"
     clips = [_clip(f"S001C001P001R001A00{i}", 3 + i, i) for i in range(1, 4)]

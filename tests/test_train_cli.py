@@ -35,7 +35,7 @@ lr = 1.0
 def tiny_cache(tmp_path_factory) -> Path:
     """A cache written through CacheWriter: synthetic clips in two conventions, xsub splits, class names."""
     from msclr.pipeline.cache import CacheWriter, Clip
-    from msclr.pipeline.synthetic import ACTIONS, make_dataset, subject_splits
+    from msclr.pipeline.datasets.synthetic import ACTIONS, make_dataset, subject_splits
 
     root = tmp_path_factory.mktemp("cache") / "cache"
     samples = make_dataset(CONVS, samples_per_class=8, subjects=4, seed=0)
@@ -52,11 +52,11 @@ def _train(cache: Path, out: Path, recipe: Path, *extra: str):
 
 
 def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
+    from msclr.models.fusion import topk_accuracy
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.checkpoint import load_checkpoint
-    from msclr.pipeline.fusion import topk_accuracy
     from msclr.pipeline.preprocess import preprocess_cache
-    from msclr.pipeline.run import load_run
+    from msclr.pipeline.train import load_run
+    from msclr.pipeline.training.checkpoint import load_checkpoint
 
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE)
@@ -69,7 +69,7 @@ def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
         assert (run / name).is_file(), name
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "complete" and info["conventions"] == list(CONVS)
-    from msclr.pipeline.synthetic import ACTIONS
+    from msclr.pipeline.datasets.synthetic import ACTIONS
 
     assert info["streams"] == ["joint", "motion", "bone"] and info["classes"] == list(ACTIONS)
     assert info["preprocessing"]["length"] == 24 and info["split"]["test"] == "xsub_val"
@@ -114,11 +114,11 @@ def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
 
 def test_axis_input_norm_run_round_trips(tiny_cache: Path, tmp_path: Path) -> None:
     """model.input_norm = "axis" trains, is saved in the run, and predict's rebuilt encoder reproduces the metrics."""
+    from msclr.models.fusion import topk_accuracy
     from msclr.models.stgcn import AxisBatchNorm
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.fusion import topk_accuracy
     from msclr.pipeline.preprocess import preprocess_cache
-    from msclr.pipeline.run import load_run
+    from msclr.pipeline.train import load_run
 
     recipe = tmp_path / "axis.toml"
     recipe.write_text(TINY_RECIPE.replace("[model]\n", '[model]\ninput_norm = "axis"\n'))

@@ -2,11 +2,11 @@
 
 Steps (each through the real code path, nothing demo-specific inside):
 
-1. :func:`msclr.pipeline.synthetic.make_dataset`: procedural motions of 6 action classes
-   (:data:`~msclr.pipeline.synthetic.ACTIONS`) by a stick body, rendered in two conventions
+1. :func:`msclr.pipeline.datasets.synthetic.make_dataset`: procedural motions of 6 action classes
+   (:data:`~msclr.pipeline.datasets.synthetic.ACTIONS`) by a stick body, rendered in two conventions
    (``ntu_kinect_25`` + ``smpl_24``), split by subject (odd subjects train, even subjects test);
    written to ``OUT/cache`` with :class:`~msclr.pipeline.cache.CacheWriter`.
-2. :func:`msclr.pipeline.run.train_run` with the packaged ``demo`` recipe (``msclr/recipes/demo.toml``):
+2. :func:`msclr.pipeline.train.train_run` with the packaged ``demo`` recipe (``msclr/recipes/demo.toml``):
    MS-AimCLR pretraining of the multi-skeleton encoder, frozen-encoder linear evaluation per convention,
    skeleton ensemble -> ``OUT/run``.
 3. A random-initialisation baseline: the same linear evaluation on an untrained encoder of the same
@@ -115,14 +115,14 @@ def _prepare_out(out: str | Path | None) -> Path:
 def write_synthetic_cache(root: Path, size: DemoSize, seed: int) -> tuple[list[Any], dict[str, list[str]]]:
     """The synthetic set in a cache at ``root`` (M = 1 person slot); returns the samples and splits."""
     from msclr.pipeline.cache import CacheWriter, Clip
-    from msclr.pipeline.synthetic import ACTIONS, make_dataset, subject_splits
+    from msclr.pipeline.datasets.synthetic import ACTIONS, make_dataset, subject_splits
 
     samples = make_dataset(CONVENTIONS, samples_per_class=size.samples_per_class, subjects=size.subjects, seed=seed)
     splits = subject_splits(samples)
     with CacheWriter(root, list(CONVENTIONS), max_persons=1, classes=list(ACTIONS), writer_id="demo") as writer:
         for s in samples:
             writer.add(Clip(s.name, poses=s.poses, label=s.label, subject=s.subject, fps=30.0,
-                            source="synthetic", extractor="synthetic", model_id="msclr.pipeline.synthetic"))
+                            source="synthetic", extractor="synthetic", model_id="msclr.pipeline.datasets.synthetic"))
         writer.set_splits(splits)
     return samples, splits
 
@@ -146,14 +146,14 @@ def random_init_baseline(cache: Path, config: Any, device: str, seed: int) -> di
     """Top-1 % of linear evaluation on an UNTRAINED encoder (same shape, same protocol as the run).
 
     The encoder's BatchNorm statistics are computed on the training clips first
-    (:func:`msclr.pipeline.linear_eval.calibrate_batchnorm`); no weight is trained.
+    (:func:`msclr.pipeline.training.linear_eval.calibrate_batchnorm`); no weight is trained.
     """
     import torch
 
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.dataset import check_conventions, load_split
-    from msclr.pipeline.linear_eval import calibrate_batchnorm, evaluate_stream
-    from msclr.pipeline.pretrain import build_encoder
+    from msclr.pipeline.training.dataset import check_conventions, load_split
+    from msclr.pipeline.training.linear_eval import calibrate_batchnorm, evaluate_stream
+    from msclr.pipeline.training.pretrain import build_encoder
 
     c = Cache(cache)
     convs = list(config.data.skeletons)
@@ -206,7 +206,7 @@ def run_demo(out: str | Path | None = None, *, device: str = "cpu", seed: int = 
         device: ``cpu`` or ``cuda``.
         seed: synthetic data, training and baseline seed.
         size: :data:`FULL` or a smaller :class:`DemoSize`.
-        progress: :func:`msclr.pipeline.run.train_run`'s ``(event, info)`` callback; also gets ``stage``
+        progress: :func:`msclr.pipeline.train.train_run`'s ``(event, info)`` callback; also gets ``stage``
             events with a ``message`` for the demo's own steps.
         baseline: also evaluate a random-init encoder.
         threads: torch intra-op threads during the demo (restored afterwards); default :func:`pick_threads`.
@@ -225,7 +225,7 @@ def _run_demo(out: str | Path | None, device: str, seed: int, size: DemoSize, pr
               baseline: bool) -> DemoResult:
     from msclr.pipeline.cache import Cache
     from msclr.pipeline.predict import predict_skeletons
-    from msclr.pipeline.run import train_run
+    from msclr.pipeline.train import train_run
 
     t0 = time.perf_counter()
     say = (lambda msg: progress("stage", {"message": msg})) if progress else (lambda msg: None)

@@ -46,7 +46,7 @@ from msclr.extractors.base import Extractor, FrameDetections
 from msclr.extractors.tracking import TrackerConfig, track_people
 from msclr.extractors.video import VIDEO_EXTENSIONS, FrameReader, VideoDecodeError
 from msclr.pipeline.cache import Cache, CacheWriter, Clip, disk_error_reason
-from msclr.pipeline.ntu import NtuName, infer_benchmark, ntu_class_names, ntu_splits, parse_ntu_name
+from msclr.pipeline.datasets.ntu import NtuName, infer_benchmark, ntu_class_names, ntu_splits, parse_ntu_name
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)

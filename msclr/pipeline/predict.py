@@ -11,7 +11,7 @@ Two entry points share one path:
 
 Prediction = training's preprocessing (``run.json["preprocessing"]``: length, centring, y-rotation,
 valid-frame rule) -> every stream's frozen encoder -> one linear classifier per convention ->
-:meth:`msclr.pipeline.run.TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
+:meth:`msclr.pipeline.train.TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
 
 **Displayed probabilities.**  In ``softmax`` mode the run averages per-classifier softmax
 probabilities (ensemble) and fuses streams with weights (0.6 joint, 0.6 bone, 0.4 motion); the fused
@@ -102,14 +102,14 @@ class NoPersonError(MsclrError):
 
 # ----------------------------------------------------------------------------- the run
 def open_run(run: str | Path, *, device: str = "cpu") -> Any:
-    """Load a FINISHED run for prediction (:func:`msclr.pipeline.run.load_run` after checks).
+    """Load a FINISHED run for prediction (:func:`msclr.pipeline.train.load_run` after checks).
 
     Raises:
         CheckpointError: the folder is missing, is not an msclr run, is not finished (status
             "running": training was interrupted), has no ``model.pt``, or ``model.pt`` is not a
             pickle-free msclr checkpoint (refused before anything in it is executed).
     """
-    from msclr.pipeline.run import RunPaths, load_run, read_run_info
+    from msclr.pipeline.train import RunPaths, load_run, read_run_info
 
     path = Path(run)
     if not path.exists():
@@ -286,7 +286,7 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
     """Classify one clip given as skeletons.
 
     Args:
-        run: a run folder, or a :class:`msclr.pipeline.run.TrainedRun` already loaded (by :func:`open_run`).
+        run: a run folder, or a :class:`msclr.pipeline.train.TrainedRun` already loaded (by :func:`open_run`).
         poses_by_convention: convention -> ``(T, M', V, 3)`` float metres, Kinect camera axes, absent
             persons all zeros (a cache clip's ``poses``).  Keys may be the run's conventions or
             their :data:`SERVED_BY` substitutes; conventions the run does not know are ignored;
@@ -302,7 +302,7 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
         NoPersonError: no frame of the clip holds a person.
         MsclrError: none of the run's conventions is given, or joint counts do not match.
     """
-    from msclr.pipeline.fusion import softmax
+    from msclr.models.fusion import softmax
     from msclr.pipeline.preprocess import EmptyClipError, preprocess_clip
 
     trained = open_run(run, device=device) if isinstance(run, str | Path) else run
@@ -419,7 +419,7 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
 
     Args:
         video: a video file OpenCV can decode.
-        run: run folder or loaded :class:`~msclr.pipeline.run.TrainedRun`.
+        run: run folder or loaded :class:`~msclr.pipeline.train.TrainedRun`.
         extractor: ``metrabs`` or ``mediapipe`` (decides what can be produced: :func:`serving_plan`).
         pose_model: MeTRAbs SavedModel URL or directory (default: ``msclr extract``'s).
         top_k, device: see :func:`predict_skeletons`.

@@ -32,7 +32,7 @@ def draw_confusion_png(cm: np.ndarray, path: str | Path, class_names: Sequence[s
     """Write a confusion-matrix image to ``path`` (PNG) with OpenCV; returns the path."""
     import cv2
 
-    from msclr.pipeline.atomic import atomic_write_bytes
+    from msclr.files import atomic_write_bytes
 
     c = cm.shape[0]
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)

@@ -24,7 +24,7 @@ a bulk read is one dataset read per segment and convention::
     /scores                     (sum T, M) float32, NaN where unknown
     /frame_indices              (sum T,) int64, -1 where unknown
     attrs                       format="msclr-cache-segment", version, units, axes, writer_id, clips
-    HDF5 user block             the seal (first 512 bytes; :mod:`msclr.pipeline.segment_seal`): a checksum
+    HDF5 user block             the seal (first 512 bytes; :mod:`msclr.pipeline.cache.seal`): a checksum
                                 of every byte but the raw pose arrays, checked before h5py opens the file
                                 (damaged HDF5 metadata can hang libhdf5)
 
@@ -79,9 +79,9 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CacheError, MsclrError
-from msclr.pipeline import segment_seal
-from msclr.pipeline.atomic import atomic_write_text as _atomic_write_text
-from msclr.pipeline.atomic import fsync_dir
+from msclr.files import atomic_write_text as _atomic_write_text
+from msclr.files import fsync_dir
+from msclr.pipeline.cache import seal as segment_seal
 from msclr.skeletons import Skeleton, get_skeleton
 
 FORMAT = "msclr-cache"

@@ -11,7 +11,7 @@ camera space (pyskl's ``ntu60_3danno.pkl`` / ``ntu120_3danno.pkl`` are metres; p
 for a millimetre file).  2D files (C = 2, with ``keypoint_score``) are refused with an explanation:
 feeding them to a 3D layout is the classic mmaction2#1581 mistake.
 
-Reading goes through :mod:`msclr.pipeline.safe_pickle`, never plain ``pickle.load``.
+Reading goes through :mod:`msclr.pipeline.datasets.safe_pickle`, never plain ``pickle.load``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msclr.errors import ImportFormatError, MsclrError
-from msclr.pipeline.ntu import parse_ntu_name
-from msclr.pipeline.safe_pickle import safe_load
+from msclr.pipeline.datasets.ntu import parse_ntu_name
+from msclr.pipeline.datasets.safe_pickle import safe_load
 from msclr.skeletons import Skeleton, available_skeletons, get_skeleton
 
 if TYPE_CHECKING:
@@ -262,8 +262,8 @@ def annotation_to_clip(ann: Annotation, *, convention: str, max_persons: int, so
 
 # ------------------------------------------------------------------------- export
 def write_pickle_atomic(path: str | Path, obj: Any) -> None:
-    """Pickle ``obj`` (protocol 4) to ``path`` atomically (:func:`msclr.pipeline.atomic.atomic_open`)."""
-    from msclr.pipeline.atomic import atomic_open
+    """Pickle ``obj`` (protocol 4) to ``path`` atomically (:func:`msclr.files.atomic_open`)."""
+    from msclr.files import atomic_open
 
     with atomic_open(path, "wb") as handle:
         pickle.dump(obj, handle, protocol=4)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msclr.errors import CacheError
-from msclr.pipeline.atomic import fsync_dir
+from msclr.files import fsync_dir
 from msclr.pipeline.cache import SEGMENTS, Cache, CacheWriter, _segment_paths
 
 COMPACT_WRITER_ID = "compact"

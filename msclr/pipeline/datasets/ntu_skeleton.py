@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from msclr.errors import ImportFormatError
-from msclr.pipeline.ntu import parse_ntu_name
+from msclr.pipeline.datasets.ntu import parse_ntu_name
 
 if TYPE_CHECKING:
     from msclr.pipeline.cache import Clip

@@ -34,9 +34,9 @@ import numpy as np
 
 from msclr import __version__
 from msclr.errors import CheckpointError, MsclrError
-from msclr.pipeline.atomic import atomic_write_bytes, atomic_write_text
-from msclr.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from msclr.files import atomic_write_bytes, atomic_write_text
 from msclr.pipeline.config import TrainConfig, config_from_dict, to_toml
+from msclr.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from msclr.skeletons import Skeleton
 
 RUN_FORMAT = "msclr-run"
@@ -157,7 +157,7 @@ class TrainedRun:
         """
         import torch
 
-        from msclr.pipeline.linear_eval import encoder_features
+        from msclr.pipeline.training.linear_eval import encoder_features
 
         known = [c for c in inputs if c in self.skeletons]
         if not known:
@@ -182,7 +182,7 @@ class TrainedRun:
             "final": (N, C)}``; scores are probabilities in softmax mode (the run's ``ensemble_mode`` /
             ``fusion.mode``), averaged logits in logits mode.
         """
-        from msclr.pipeline.fusion import ensemble_scores, fuse_streams
+        from msclr.models.fusion import ensemble_scores, fuse_streams
 
         logits = self.logits(inputs)
         mode = self.info["ensemble_mode"]
@@ -201,7 +201,7 @@ def load_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
     import torch
 
     from msclr.pipeline.config import ModelConfig
-    from msclr.pipeline.pretrain import build_encoder
+    from msclr.pipeline.training.pretrain import build_encoder
 
     info = read_run_info(run)
     state = load_checkpoint(RunPaths(Path(run)).model, kind="model", map_location="cpu")
@@ -285,7 +285,7 @@ def train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, *, d
     """
     import torch.distributed as torch_dist
 
-    from msclr.pipeline.pretrain import init_distributed
+    from msclr.pipeline.training.pretrain import init_distributed
 
     config = config.validate()
     owns_group = torch_dist.is_available() and not torch_dist.is_initialized()
@@ -301,8 +301,8 @@ def train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, *, d
 def _train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, dist: Any, *, device: str,
                resume: bool, progress: Progress | None, tensorboard: bool, handle_sigint: bool) -> dict[str, Any]:
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.dataset import check_conventions, class_names, load_split, resolve_split
-    from msclr.pipeline.pretrain import pretrain
+    from msclr.pipeline.training.dataset import check_conventions, class_names, load_split, resolve_split
+    from msclr.pipeline.training.pretrain import pretrain
 
     if not dist.is_main:
         progress = None  # one progress display (rank 0's)
@@ -378,10 +378,10 @@ def _train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, dis
 def _evaluate(encoders: Mapping[str, dict[str, Any]], train: Any, test: Any, skeletons: Mapping[str, Skeleton],
               classes: list[str], config: TrainConfig, device: str, progress: Progress | None, tb: _Tensorboard,
               paths: RunPaths, train_split: str, test_split: str) -> dict[str, Any]:
-    from msclr.pipeline.fusion import ensemble_scores, fuse_streams, topk_accuracy
-    from msclr.pipeline.linear_eval import evaluate_stream
-    from msclr.pipeline.pretrain import build_encoder
-    from msclr.pipeline.report import confusion_matrix, draw_confusion_png, per_class_accuracy
+    from msclr.models.fusion import ensemble_scores, fuse_streams, topk_accuracy
+    from msclr.pipeline.training.linear_eval import evaluate_stream
+    from msclr.pipeline.training.pretrain import build_encoder
+    from msclr.pipeline.training.report import confusion_matrix, draw_confusion_png, per_class_accuracy
 
     tr, te = train.labelled(), test.labelled()
     if len(tr) == 0 or len(te) == 0:

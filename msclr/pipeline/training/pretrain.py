@@ -1,6 +1,6 @@
 """The MS-AimCLR pretraining loop (one stream; method.md §5, §6, §10, §11).
 
-Per step: the :class:`~msclr.pipeline.sampler.PairBatchSampler` gives clip indices and ONE (query q, key k)
+Per step: the :class:`~msclr.pipeline.training.sampler.PairBatchSampler` gives clip indices and ONE (query q, key k)
 convention pair; the batch of raw clips of q and of k moves to the device, where three views are made with
 batched torch augmentations (``extreme_augment`` of q, ``normal_augment`` of q, ``normal_augment`` of k, each
 with independent draws from a seeded device generator; no per-sample numpy in workers), then turned into the
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, MsclrError
-from msclr.pipeline.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from msclr.pipeline.config import ModelConfig, TrainConfig
-from msclr.pipeline.sampler import PairBatch, PairBatchSampler
+from msclr.pipeline.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from msclr.pipeline.training.sampler import PairBatch, PairBatchSampler
 from msclr.skeletons import Skeleton
 
 Progress = Callable[[str, dict[str, Any]], None]

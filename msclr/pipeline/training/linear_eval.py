@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from msclr.models.fusion import ensemble_scores, topk_accuracy
 from msclr.pipeline.config import LinearConfig
-from msclr.pipeline.fusion import ensemble_scores, topk_accuracy
 from msclr.skeletons import Skeleton
 
 Progress = Callable[[str, dict[str, Any]], None]

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msclr.errors import ImportFormatError, MsclrError
-from msclr.pipeline.ntu import infer_benchmark, missing_skeletons, ntu_class_names, ntu_splits, parse_ntu_name
-from msclr.pipeline.ntu_skeleton import BODY_ORDERS, BodyOrder, ntu_clip_stub, skeleton_to_clip
+from msclr.pipeline.datasets.ntu import (
+    infer_benchmark,
+    missing_skeletons,
+    ntu_class_names,
+    ntu_splits,
+    parse_ntu_name,
+)
+from msclr.pipeline.datasets.ntu_skeleton import BODY_ORDERS, BodyOrder, ntu_clip_stub, skeleton_to_clip
 
 NTU_CONVENTION = "ntu_kinect_25"  # the joint convention of Kinect v2 .skeleton files
 MAX_PERSONS = 2  # person slots per frame in imported caches (NTU's mutual actions need 2)
@@ -82,7 +88,7 @@ def import_ntu(
     """Import a folder of NTU RGB+D ``.skeleton`` files into the cache ``out``.
 
     Files are read in name order (the folder is searched recursively).  Each becomes a clip with
-    poses ``ntu_kinect_25`` (T, 2, 25, 3) metres (see :mod:`msclr.pipeline.ntu_skeleton`).  A file
+    poses ``ntu_kinect_25`` (T, 2, 25, 3) metres (see :mod:`msclr.pipeline.datasets.ntu_skeleton`).  A file
     that cannot be parsed is stored as a clip with status ``"parse_error"`` and the message, and the
     import goes on; a file without any body gets ``"no_person"``.  At the end the NTU splits of all
     "ok" clips in the cache and the class names are written to the cache.
@@ -186,7 +192,7 @@ def import_pyskl(
         class_names: text file with one class name per line, label 0 first.
     """
     from msclr.pipeline.cache import CacheWriter
-    from msclr.pipeline.pyskl import annotation_to_clip, read_annotations
+    from msclr.pipeline.datasets.pyskl import annotation_to_clip, read_annotations
     from msclr.skeletons import get_skeleton
 
     annotation = Path(annotation)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError
-from msclr.pipeline.atomic import atomic_write_bytes
+from msclr.files import atomic_write_bytes
 
 FORMAT = "msclr-checkpoint"
 VERSION = 1
