@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from msclr.errors import CheckpointError
+from msclr.files import load_checkpoint, save_checkpoint
 from msclr.pipeline.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
-from msclr.pipeline.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
 from msclr.pipeline.training.pretrain import load_pretrained_encoder, pretrain
 from msclr.skeletons import get_skeleton
 

@@ -496,7 +496,7 @@ def test_checkpoint_with_pickle_payload_is_refused_before_running(tmp_path: Path
     """``predict`` / ``--resume`` load checkpoints with ``torch.load(weights_only=True)``: a payload is refused."""
     torch = pytest.importorskip("torch")
     from msclr.errors import CheckpointError
-    from msclr.pipeline.training.checkpoint import load_checkpoint
+    from msclr.files import load_checkpoint
 
     marker = tmp_path / "pwned"
     state = {"format": "msclr-checkpoint", "version": 1, "kind": "model", "model": {"w": torch.zeros(2)},

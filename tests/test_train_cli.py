@@ -52,11 +52,11 @@ def _train(cache: Path, out: Path, recipe: Path, *extra: str):
 
 
 def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
+    from msclr.files import load_checkpoint
     from msclr.models.fusion import topk_accuracy
     from msclr.pipeline.cache import Cache
     from msclr.pipeline.preprocess import preprocess_cache
     from msclr.pipeline.train import load_run
-    from msclr.pipeline.training.checkpoint import load_checkpoint
 
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE)

@@ -34,9 +34,8 @@ import numpy as np
 
 from msclr import __version__
 from msclr.errors import CheckpointError, MsclrError
-from msclr.files import atomic_write_bytes, atomic_write_text
+from msclr.files import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from msclr.pipeline.config import TrainConfig, config_from_dict, to_toml
-from msclr.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from msclr.skeletons import Skeleton
 
 RUN_FORMAT = "msclr-run"

@@ -45,8 +45,9 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, MsclrError
+from msclr.files import load_checkpoint, save_checkpoint
 from msclr.pipeline.config import ModelConfig, TrainConfig
-from msclr.pipeline.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
 from msclr.pipeline.training.sampler import PairBatch, PairBatchSampler
 from msclr.skeletons import Skeleton
 
