@@ -78,14 +78,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from msclr.models.build import build_encoder, extract_features
     from msclr.pipeline.config import LinearConfig, ModelConfig
     from msclr.pipeline.training.linear_eval import (
         calibrate_batchnorm,
-        extract_features,
         linear_eval_cached,
         linear_eval_forward,
     )
-    from msclr.pipeline.training.pretrain import build_encoder
     from msclr.skeletons import get_skeleton
 
     if args.synthetic:

@@ -167,8 +167,8 @@ def random_baseline(data, config, seed: int) -> dict[str, dict[str, float]]:
     """
     import torch
 
+    from msclr.models.build import build_encoder
     from msclr.pipeline.training.linear_eval import calibrate_batchnorm, evaluate_stream
-    from msclr.pipeline.training.pretrain import build_encoder
 
     convs, skels, tr, te = data
     out = {"linear on raw coordinates": raw_coordinate_probe(tr, te, convs, config)}
@@ -197,8 +197,8 @@ def supervised_ceiling(data, config, seed: int, epochs: int, lr: float = 0.05) -
     import torch.nn.functional as F
 
     from msclr.models.augment import normal_augment
+    from msclr.models.build import build_encoder
     from msclr.pipeline.training.linear_eval import evaluate_stream
-    from msclr.pipeline.training.pretrain import build_encoder
 
     convs, skels, tr, te = data
     batch = config.pretrain.batch_size
@@ -258,7 +258,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from msclr.pipeline.config import resolve_config
-    from msclr.pipeline.train import ConsoleProgress, train_run
+    from msclr.console import TrainProgress as ConsoleProgress
+    from msclr.pipeline.train import train_run
 
     data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"
     if not data.is_file():

@@ -72,48 +72,20 @@ def skeletons(name: str | None, as_json: bool) -> None:
     defines your own; the file is validated (flip is an involution and an automorphism,
     the graph is a tree rooted at the centre, isolated joints are declared).
     """
-    from rich.console import Console
-    from rich.table import Table
-
+    from msclr import console
     from msclr.skeletons import SKELETONS, get_skeleton
 
-    console = Console()
     if name is None:
         if as_json:
             click.echo(json.dumps({n: s.num_joints for n, s in SKELETONS.items()}, indent=2))
-            return
-        table = Table(title="Skeleton conventions (msclr skeletons NAME for details)")
-        table.add_column("name", style="bold")
-        table.add_column("joints", justify="right")
-        table.add_column("edges", justify="right")
-        table.add_column("centre")
-        table.add_column("description")
-        for skel in SKELETONS.values():
-            table.add_row(skel.name, str(skel.num_joints), str(len(skel.edges)),
-                          skel.joints[skel.centre], skel.description)
-        console.print(table)
+        else:
+            console.print_skeleton_list(SKELETONS)
         return
     skel = get_skeleton(name)
     if as_json:
         click.echo(json.dumps(skel.to_dict(), indent=2))
-        return
-    console.print(f"[bold]{skel.name}[/bold]: {skel.description}")
-    console.print(f"source: {skel.source}")
-    console.print(f"centre: {skel.centre} {skel.joints[skel.centre]}")
-    table = Table()
-    for col in ("#", "joint", "parent (bone)", "flip"):
-        table.add_column(col)
-    for v, joint in enumerate(skel.joints):
-        parent = skel.parents[v]
-        bone = "-" if parent == v else f"{parent} {skel.joints[parent]}"
-        if v in skel.isolated:
-            bone = "(isolated)"
-        flip = skel.flip[v]
-        table.add_row(str(v), joint, bone, "-" if flip == v else f"{flip} {skel.joints[flip]}")
-    console.print(table)
-    console.print("edges: " + " ".join(f"({a},{b})" for a, b in skel.edges))
-    pairs = sorted({tuple(sorted((v, w))) for v, w in enumerate(skel.flip) if v != w})
-    console.print("flip pairs: " + " ".join(f"({a},{b})" for a, b in pairs))
+    else:
+        console.print_skeleton(skel)
 
 
 # ---------------------------------------------------------------- not yet built
@@ -177,6 +149,7 @@ def extract(ctx: click.Context, videos: tuple[str, ...], out: str, extractor: st
     redone).  Videos that cannot be decoded, are empty or show nobody are recorded with that
     status and the run goes on; a table summarises the run.
     """
+    from msclr import console
     from msclr.errors import MsclrError as _Err
     from msclr.pipeline import extract as ex
 
@@ -217,9 +190,9 @@ def extract(ctx: click.Context, videos: tuple[str, ...], out: str, extractor: st
         load_intrinsics(intrinsics)
     opts = ex.ExtractOptions(batch_size=batch_size, stride=stride, limit_frames=limit_frames,
                              max_persons=max_people, retry_failed=retry_failed, shard=shard_kn)
-    with ex.RichExtractProgress() as progress:
+    with console.ExtractBars() as progress:
         summary = ex.extract_videos(videos, out, factory, conventions, opts, progress)
-    ex.print_summary(summary, out)
+    console.print_extract_summary(summary, out)
     sys.exit(summary.exit_code)
 
 
@@ -233,23 +206,6 @@ def tune_malloc() -> None:
     from msclr.pipeline.training.cpu_tuning import tune_malloc as tune
 
     tune()
-
-
-def _import_progress(description: str) -> Any:
-    """A rich progress bar on stderr, as a context manager yielding a ``progress(done, total)`` callback."""
-    import contextlib
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    @contextlib.contextmanager
-    def bar() -> Any:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True)) as progress:
-            task = progress.add_task(description, total=None)
-            yield lambda done, total: progress.update(task, completed=done, total=total)
-
-    return bar()
 
 
 @import_.command(name="ntu")
@@ -277,31 +233,15 @@ def import_ntu(skeleton_dir: str, out: str, benchmark: str | None, skip_missing:
     import goes on; the failures are listed at the end and the exit status is 1 if any file
     failed (the other clips are imported).
     """
-    from rich.console import Console
-    from rich.table import Table
-
+    from msclr.console import count_bar, print_ntu_import
     from msclr.pipeline.datasets.importers import import_ntu as run_import
 
     bench = None if benchmark is None else int(benchmark[3:])
-    with _import_progress("import ntu") as progress:
+    with count_bar("import ntu") as progress:
         report = run_import(skeleton_dir, out, benchmark=bench, skip_missing=skip_missing,
                             body_order=body_order, progress=progress)  # type: ignore[arg-type]
-    console = Console()
-    console.print(
-        f"NTU-{report.benchmark}: {report.found} files, {report.imported} imported, {report.already} already in "
-        f"the cache, {report.skipped} skipped (missing-skeleton list / outside the benchmark), "
-        f"{len(report.failures)} failed -> {out}"
-    )
-    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in report.splits.items()))
+    print_ntu_import(report, out)
     if report.failures:
-        table = Table(title="Failed files (stored in the cache with their status; rerun to retry)")
-        for col in ("clip", "status", "message"):
-            table.add_column(col, overflow="fold")
-        for name, status, message in report.failures[:50]:
-            table.add_row(name, status, message)
-        console.print(table)
-        if len(report.failures) > 50:
-            console.print(f"... and {len(report.failures) - 50} more (msclr info {out})")
         sys.exit(1)
 
 
@@ -325,9 +265,10 @@ def import_pyskl(annotation: str, skeleton: str, out: str, scale: float, class_n
     taken as metres in Kinect camera space (see --scale).  Each frame_dir becomes a clip, the
     splits become the cache's named splits, and NTU fields are parsed from NTU names.
     """
+    from msclr.console import count_bar
     from msclr.pipeline.datasets.importers import import_pyskl as run_import
 
-    with _import_progress("import pyskl") as progress:
+    with count_bar("import pyskl") as progress:
         report = run_import(annotation, out, skeleton=skeleton, scale=scale, class_names=class_names,
                             progress=progress)
     click.echo(f"{report.found} annotations: {report.imported} imported, {report.already} already in the "
@@ -351,16 +292,13 @@ def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str
     its raw length with M = its persons, total_frames}; the cache's splits go to 'split'.  The
     file is written atomically (a temporary file, then renamed).
     """
+    from msclr.console import count_bar
     from msclr.pipeline.datasets.pyskl import export_pyskl
 
-    with _import_progress("export") as progress:
+    with count_bar("export") as progress:
         summary = export_pyskl(cache, out, skeleton=skeleton, split_prefixes=split_prefixes, progress=progress)
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items()) or "none"
     click.echo(f"{summary['clips']} clips of {summary['convention']} -> {summary['out']} (splits: {splits})")
-
-
-COMPACT_HINT_SEGMENTS = 1000
-"""`msclr info` suggests `msclr compact` from this many segment files on."""
 
 
 @cli.command()
@@ -377,9 +315,10 @@ def compact(cache: str, segment_size: int) -> None:
     deletes the old files.  Content, splits and statuses are unchanged; killed at any point, the
     cache stays readable, and a rerun finishes the job.  Run it when no other process uses the cache.
     """
+    from msclr.console import count_bar
     from msclr.pipeline.cache.compact import compact_cache
 
-    with _import_progress("compact") as progress:
+    with count_bar("compact") as progress:
         report = compact_cache(cache, segment_size=segment_size, progress=progress)
     click.echo(f"{report.clips} clips: {report.segments_before} -> {report.segments_after} segment files, "
                f"{report.bytes_before / 1e6:.1f} -> {report.bytes_after / 1e6:.1f} MB in {report.seconds:.1f} s")
@@ -402,12 +341,13 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
     CACHE is the directory written by `msclr extract` or `msclr import`. Opening it checks each segment's
     seal (everything but the raw pose coordinates); --verify checks the coordinates too.
     """
+    from msclr.console import count_bar, print_cache_summary
     from msclr.pipeline.cache import Cache
 
     opened = Cache(cache)
     summary = opened.info()
     if verify:
-        with _import_progress("verify") as progress:
+        with count_bar("verify") as progress:
             report = opened.verify(progress=progress)
         summary["verify"] = {"checked": report.checked, "bytes": report.bytes,
                              "unsealed": [str(p) for p in report.unsealed],
@@ -415,75 +355,9 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        _print_summary(summary, verify)
+        print_cache_summary(summary, verify)
     if verify and summary["verify"]["damaged"]:
         sys.exit(1)
-
-
-def _print_summary(summary: dict[str, Any], verify: bool) -> None:
-    """The human-readable `msclr info` (tables), with the --verify verdict when asked."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console()
-    size_mb = summary["size_bytes"] / 1e6
-    console.print(f"[bold]{escape(summary['path'])}[/bold]: {summary['clips']} clips, "
-                  f"{summary['segments']} segments, {summary['files']} files, {size_mb:.1f} MB")
-    if summary["segments"] >= COMPACT_HINT_SEGMENTS:
-        console.print(f"[yellow]hint:[/yellow] {summary['segments']} segment files make opening the cache slow; "
-                      f"`msclr compact {escape(summary['path'])}` merges them (same content).")
-    frames, classes, fps = summary["frames"], summary["classes"], summary["fps"]
-    overview = Table(title="Cache", show_header=False)
-    overview.add_column("key", style="bold")
-    overview.add_column("value")
-    overview.add_row("clips (ok)", str(summary["clips"]))
-    failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
-    overview.add_row("failed", escape(failed))
-    overview.add_row("conventions", escape(", ".join(f"{n} (V={v})" for n, v in summary["conventions"].items())))
-    overview.add_row("person slots (M)", str(summary["max_persons"]))
-    overview.add_row("persons used", ", ".join(f"{k}: {v}" for k, v in summary["persons"].items()) or "-")
-    if frames["min"] is not None:
-        overview.add_row("frames", f"total {frames['total']}, min {frames['min']}, "
-                                   f"median {frames['median']:g}, max {frames['max']}")
-    names = classes["names"]
-    class_text = f"{classes['count']} labelled" + (f" of {len(names)} named" if names else "")
-    if classes["unlabelled"]:
-        class_text += f", {classes['unlabelled']} clips unlabelled"
-    overview.add_row("classes", class_text)
-    overview.add_row("units / axes", escape(f"{summary['units']}; {summary['axes']}"))
-    overview.add_row("fps", "unknown" if fps is None else f"{fps['min']:g} - {fps['max']:g}")
-    overview.add_row("extractors", escape(", ".join(f"{k or '?'} ({v})" for k, v in summary["extractors"].items())))
-    overview.add_row("model ids", escape(", ".join(f"{k or '?'} ({v})" for k, v in summary["model_ids"].items())))
-    console.print(overview)
-    if summary["splits"]:
-        splits = Table(title="Splits")
-        splits.add_column("split", style="bold")
-        splits.add_column("clips in cache", justify="right")
-        splits.add_column("listed but missing", justify="right")
-        for split, count in summary["splits"].items():
-            splits.add_row(escape(split), str(count), str(summary["splits_missing"][split]))
-        console.print(splits)
-    if verify:
-        _print_verify(console, summary["verify"], summary["path"])
-
-
-def _print_verify(console: Any, result: dict[str, Any], path: str) -> None:
-    """The --verify verdict of `msclr info` (the caller exits 1 when a segment is damaged)."""
-    from rich.markup import escape
-
-    console.print(f"verify: {result['checked']} sealed segments, {result['bytes'] / 1e6:.1f} MB read")
-    if result["unsealed"]:
-        console.print(f"[yellow]{len(result['unsealed'])} segments predate checksums and were not checked[/yellow]; "
-                      f"`msclr compact {escape(path)}` rewrites them with checksums.")
-    for segment, why in result["damaged"].items():
-        console.print(f"[red]damaged:[/red] {escape(segment)}: {escape(why)}")
-    if result["damaged"]:
-        console.print(f"[red]{len(result['damaged'])} damaged segments.[/red] Delete them and rerun the "
-                      "`msclr extract` / `msclr import` commands that wrote them: finished clips are skipped and "
-                      "only the deleted ones are redone.")
-    elif result["checked"]:
-        console.print("[green]every checked segment is intact[/green]")
 
 
 @cli.command(epilog="""\b
@@ -531,11 +405,9 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
 
     CACHE is an msclr cache folder (msclr extract / msclr import); the run is written to --out.
     """
-    from rich.console import Console
-
+    from msclr.console import TrainProgress, console, note, print_metrics
     from msclr.pipeline.config import resolve_config
-    from msclr.pipeline.train import ConsoleProgress, train_run
-    from msclr.pipeline.training.report import render_table
+    from msclr.pipeline.train import train_run
 
     config, notes = resolve_config(recipe, skeletons=skeletons, stream=stream, split=split, epochs=epochs,
                                    batch_size=batch_size, seed=seed, linear_epochs=linear_epochs, workers=workers)
@@ -543,16 +415,16 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    console = Console(stderr=True)
+    err = console(stderr=True)
     if device == "cpu":
         tune_malloc()
-    for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    with ConsoleProgress(console, quiet=quiet) as progress:
+    for text in notes:
+        note(text, out=err)
+    with TrainProgress(err, quiet=quiet) as progress:
         metrics = train_run(cache, out, config, device=device, resume=resume, progress=progress,
                             tensorboard=not no_tensorboard)
     if metrics:
-        Console().print(render_table(metrics))
+        print_metrics(metrics)
 
 
 @cli.command(epilog="""\b
@@ -564,17 +436,15 @@ Examples:
 @user_errors
 def evaluate(run: str, as_json: bool) -> None:
     """Print the accuracy table of a training run (top-1 / top-5, last epoch, test split)."""
-    from msclr.pipeline.train import read_metrics
+    from msclr.pipeline.rundir import read_metrics
 
     metrics = read_metrics(run)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    from rich.console import Console
+    from msclr.console import print_metrics
 
-    from msclr.pipeline.training.report import render_table
-
-    Console().print(render_table(metrics))
+    print_metrics(metrics)
 
 
 @cli.command(epilog="""\b
@@ -610,21 +480,20 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
     training, runs each stream's encoder and per-convention classifiers, then the skeleton
     ensemble and stream fusion, and prints the top-k classes with probabilities.
     """
-    from rich.console import Console
-
-    from msclr.pipeline.predict import RichPredictProgress, predict_video, print_prediction
+    from msclr.console import ExtractBars, print_prediction
+    from msclr.pipeline.predict import predict_video
 
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    with RichPredictProgress() as progress:
+    with ExtractBars(single=True) as progress:
         prediction = predict_video(clip, run, extractor=extractor, pose_model=pose_model, top_k=top_k,
                                    device=device, render=render, progress=progress)
     if as_json:
         click.echo(json.dumps(prediction.to_dict(), indent=2))
     else:
-        print_prediction(prediction, Console())
+        print_prediction(prediction)
 
 
 @cli.command()
@@ -645,23 +514,21 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
     linear evaluation and the skeleton ensemble through the same code as `msclr train`, prints
     the accuracy table (with a random-init baseline) and predicts one held-out clip.
     """
-    from rich.console import Console
+    from msclr.console import TrainProgress, console, print_demo
+    from msclr.pipeline.demo import run_demo
 
-    from msclr.pipeline.demo import print_demo, run_demo
-    from msclr.pipeline.train import ConsoleProgress
-
-    console = Console(stderr=True)
+    err = console(stderr=True)
     if device == "cpu":
         tune_malloc()
-    console.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
+    err.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
     try:
-        with ConsoleProgress(console, quiet=True) as progress:
+        with TrainProgress(err, quiet=True) as progress:
             result = run_demo(out, device=device, seed=seed, progress=progress, baseline=not no_baseline,
                               threads=threads)
     except KeyboardInterrupt:
         click.echo("Interrupted: the demo stopped; run `msclr demo` again (a new folder) to start over.", err=True)
         sys.exit(130)
-    print_demo(result, Console())
+    print_demo(result)
 
 
 def main() -> None:

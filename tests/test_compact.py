@@ -151,7 +151,7 @@ def test_cli_compact(tmp_path: Path) -> None:
 
 
 def test_info_suggests_compact_for_many_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import msclr.cli as cli_module
+    import msclr.console as cli_module
 
     root = tmp_path / "cache"
     per_clip_cache(root)

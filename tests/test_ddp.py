@@ -31,7 +31,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from msclr.pipeline.training.pretrain import init_distributed, pretrain
+    from msclr.pipeline.training.distributed import init_distributed
+    from msclr.pipeline.training.pretrain import pretrain
     from msclr.skeletons import get_skeleton
 
     info = init_distributed("cpu")  # detects torchrun's variables, gloo on CPU

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from msclr.models.build import build_encoder, extract_features
 from msclr.pipeline.config import LinearConfig, ModelConfig
 from msclr.pipeline.training.linear_eval import (
     calibrate_batchnorm,
     evaluate_stream,
-    extract_features,
     linear_eval_cached,
     linear_eval_forward,
 )
-from msclr.pipeline.training.pretrain import build_encoder
 from msclr.skeletons import get_skeleton
 
 TINY = ModelConfig(hidden_channels=4, hidden_dim=16, feature_dim=8)

@@ -141,7 +141,7 @@ def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
 def test_stream_fusion_probabilities_are_a_weighted_mean(trained) -> None:
     """Three streams in softmax mode: the fused 0.6/0.6/0.4 score is normalised to sum to 1."""
     from msclr.pipeline.predict import open_run, predict_skeletons
-    from msclr.pipeline.train import TrainedRun
+    from msclr.pipeline.predict import TrainedRun
 
     run, _, held = trained
     _, (_, poses) = _first(held)
@@ -176,17 +176,6 @@ def test_nobody_and_bad_inputs(trained) -> None:
         predict_skeletons(run, {"smplx_42": np.ones((5, 1, 42, 3), np.float32)})
     with pytest.raises(MsclrError, match="joints"):
         predict_skeletons(run, {"smpl_24": np.ones((5, 1, 25, 3), np.float32)})
-
-
-def test_max_persons_lookup(tmp_path: Path) -> None:
-    from msclr.pipeline.predict import DEFAULT_MAX_PERSONS, run_max_persons
-
-    assert run_max_persons({"preprocessing": {"max_persons": 3}}) == (3, None)
-    assert run_max_persons({"max_persons": 1, "cache": str(tmp_path)}) == (1, None)
-    (tmp_path / "msclr-cache.json").write_text(json.dumps({"max_persons": 4}))
-    assert run_max_persons({"preprocessing": {}, "cache": str(tmp_path)}) == (4, None)
-    m, note = run_max_persons({"preprocessing": {}, "cache": str(tmp_path / "gone")})
-    assert m == DEFAULT_MAX_PERSONS and "assuming" in note
 
 
 def test_serving_plan_says_which_extractor_produces_what() -> None:

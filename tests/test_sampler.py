@@ -97,7 +97,7 @@ def test_dataloader_batches_hold_one_convention_pair_any_worker_count(workers: i
     import torch
     from torch.utils.data import DataLoader
 
-    from msclr.pipeline.training.pretrain import PairBatchDataset
+    from msclr.pipeline.training.sampler import PairBatchDataset
 
     arrays = _arrays()
     sampler = PairBatchSampler(20, CONVS, 4, seed=9)

@@ -8,7 +8,8 @@ from torch import nn
 
 from msclr.errors import SkeletonError
 from msclr.models.eadm import eadm, simam_attention
-from msclr.models.stgcn import Dropout, MultiSkeletonSTGCN, batch_norm, block_table, graph_conv
+from msclr.models.layers import Dropout, batch_norm, graph_conv
+from msclr.models.stgcn import MultiSkeletonSTGCN, block_table
 
 SKELETONS = ["ntu_kinect_25", "smplx_42", "smpl_24"]
 

@@ -1,5 +1,5 @@
 """MS-AimCLR: AimCLR's momentum contrast with extreme views, EADM and D3M, for several skeletons
-(method.md §10), in the shape of MoCo's builder (``facebookresearch/moco:moco/builder.py``).
+in the shape of MoCo's builder (``facebookresearch/moco:moco/builder.py``).
 
 One step, for a batch whose query views use convention ``q_s`` and whose key view uses ``k_s``:
 
@@ -17,7 +17,7 @@ The queue mixes keys of whichever key convention each batch used, as in the refe
 
 Differences from the reference, on purpose:
 
-- **k equals q at step 0** (method.md §14, mistake #6): the encoders are built (and initialised) by the
+- **k equals q at step 0**: the encoders are built (and initialised) by the
   factory first, then ``encoder_q``'s state is copied into ``encoder_k``.  The reference copied q -> k and
   then re-initialised the whole model, so its k started independent of q.
 - The momentum update averages **parameters only** (as the reference and MoCo do): buffers (adjacency,
@@ -105,7 +105,7 @@ class MSAimCLR(nn.Module):
         self.topk, self.shuffle_bn = topk, shuffle_bn
         self.encoder_q = encoder_factory()
         self.encoder_k = encoder_factory()
-        # Copy AFTER both encoders are initialised (reference mistake #6: it re-initialised k afterwards).
+        # Copy AFTER both encoders are initialised (the reference re-initialised k after its copy, so k != q).
         self.encoder_k.load_state_dict(self.encoder_q.state_dict())
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)

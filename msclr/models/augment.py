@@ -1,4 +1,4 @@
-"""MS-CLR's augmentations as batched torch ops on the training device (method.md §6).
+"""MS-CLR's augmentations as batched torch ops on the training device (the reference's settings).
 
 Input is a batch ``x`` of shape (N, C = 3, T, V, M) of ONE skeleton convention at its native V
 (augment before any joint padding).  Every sample draws its own random parameters; pass a

@@ -1,6 +1,6 @@
 """Load reference (AimCLR / MS-CLR) checkpoints into msclr's encoder and MS-AimCLR model.
 
-Two reference formats are understood (method.md §7, §10):
+Two reference formats are understood:
 
 - **AimCLR** ``net.st_gcn.Model`` (Levigty/AimCLR), one skeleton: ``A``, ``data_bn.*``,
   ``edge_importance.{i}``, shared blocks, ``fc.*``;
@@ -36,8 +36,8 @@ is NTU (V = 25) unless ``skeleton`` says otherwise.
 The reference graph must equal msclr's: each checkpoint adjacency is compared with
 :func:`msclr.models.graph.skeleton_partition` (msclr's ``berkeley_mhad_43`` is a different, connected
 graph, so fork checkpoints trained on the fork's Berkeley graph are refused).  Because msclr runs every
-batch at its native V, BatchNorm statistics learned by the reference (with padded joints inside them,
-method.md §7.4) are loaded as they are; evaluation in ``eval()`` mode then reproduces the reference's
+batch at its native V, BatchNorm statistics learned by the reference (which counted the zero-padded joints
+of every batch padded to V_max) are loaded as they are; evaluation in ``eval()`` mode then reproduces the reference's
 outputs on the real joints exactly.
 
 Files are read with ``torch.load(..., weights_only=True)``: no pickled code is ever executed.
@@ -136,25 +136,40 @@ def convert_encoder_state_dict(state: Mapping[str, torch.Tensor], encoder: nn.Mo
     src = select_encoder(state, which)
     expected = encoder.state_dict()
     conventions = {name: module_key for module_key, name in _encoder_conventions(encoder).items()}
+    single = "data_bn.weight" in src or "data_bn.running_mean" in src
+    single_name = _single_skeleton_name(src, skeleton) if single else None
+    out, unexpected, problems, extra_skeletons = _rename_keys(src, expected, conventions, single_name, head=head,
+                                                              check_adjacency=check_adjacency)
+    if extra_skeletons and not ignore_extra_skeletons:
+        problems.append(f"the checkpoint has conventions {sorted(extra_skeletons)} that the encoder lacks "
+                        f"(encoder: {sorted(conventions)}); build the encoder with them or pass "
+                        "ignore_extra_skeletons=True")
+    _check_against_encoder(out, expected, unexpected, problems, head=head)
+    for key, value in expected.items():  # keep the encoder's own values where the reference has none
+        out.setdefault(key, value)
+    return {k: v.detach().clone().to(expected[k].dtype) for k, v in out.items()}
+
+
+def _single_skeleton_name(src: Mapping[str, torch.Tensor], skeleton: str | None) -> str:
+    """Convention of a single-skeleton AimCLR checkpoint: ``skeleton``, else NTU when V = 25."""
+    if skeleton is not None:
+        return skeleton
+    v = src["data_bn.running_mean"].numel() // 3 if "data_bn.running_mean" in src else 0
+    if v != 25:
+        raise CheckpointError(f"single-skeleton checkpoint with V = {v} joints: pass skeleton=<its "
+                              "convention> (AimCLR checkpoints are NTU, V = 25)")
+    return "ntu_kinect_25"
+
+
+def _rename_keys(src: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], conventions: Mapping[str, str],
+                 single_name: str | None, *, head: bool, check_adjacency: bool,
+                 ) -> tuple[dict[str, torch.Tensor], list[str], list[str], set[str]]:  # fmt: skip
+    """Reference keys renamed (and sliced) to msclr's; also the unexpected keys, the problems found and the
+    reference skeletons the encoder lacks.  ``single_name`` is None for a multi-skeleton checkpoint."""
+    single = single_name is not None
     out: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     problems: list[str] = []
-    single = "data_bn.weight" in src or "data_bn.running_mean" in src
-
-    single_name: str | None = None
-    if single:
-        single_name = skeleton
-        if single_name is None:
-            v = src["data_bn.running_mean"].numel() // 3 if "data_bn.running_mean" in src else 0
-            if v != 25:
-                raise CheckpointError(f"single-skeleton checkpoint with V = {v} joints: pass skeleton=<its "
-                                      "convention> (AimCLR checkpoints are NTU, V = 25)")
-            single_name = "ntu_kinect_25"
-
-    def target_convention(ref_name: str | None) -> str | None:
-        """msclr module key of a reference skeleton name (None: single-skeleton checkpoint)."""
-        return conventions.get(_canonical(single_name if ref_name is None else ref_name))
-
     extra_skeletons: set[str] = set()
     for key, value in src.items():
         if key.startswith(("queue", "dropout.")):
@@ -172,24 +187,26 @@ def convert_encoder_state_dict(state: Mapping[str, torch.Tensor], encoder: nn.Mo
         if sub is None:
             unexpected.append(key)
             continue
-        conv_key = target_convention(ref_skel)
+        conv_key = conventions.get(_canonical(single_name if ref_skel is None else ref_skel))
         if conv_key is None:
             extra_skeletons.add(ref_skel or str(single_name))
             continue
-        v = expected[f"conventions.{conv_key}.A"].shape[-1]
+        ours = expected[f"conventions.{conv_key}.A"]
         if sub == "A" or sub.startswith("edge_importance."):
-            value = _slice_square(value, v, key, problems)
+            value = _slice_square(value, ours.shape[-1], key, problems)
         if sub == "A" and value is not None and check_adjacency:
-            ours = expected[f"conventions.{conv_key}.A"]
             if value.shape != ours.shape or not torch.allclose(value.float(), ours.float(), atol=1e-6):
                 problems.append(f"{key}: the checkpoint's graph differs from msclr's {conv_key} graph "
                                 "(trained on another joint layout or edge list)")
         if value is not None:
             out[f"conventions.{conv_key}.{sub}"] = value
-    if extra_skeletons and not ignore_extra_skeletons:
-        problems.append(f"the checkpoint has conventions {sorted(extra_skeletons)} that the encoder lacks "
-                        f"(encoder: {sorted(conventions)}); build the encoder with them or pass "
-                        "ignore_extra_skeletons=True")
+    return out, unexpected, problems, extra_skeletons
+
+
+def _check_against_encoder(out: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], unexpected: list[str],
+                           problems: list[str], *, head: bool) -> None:
+    """Drop keys the encoder lacks from ``out`` and raise CheckpointError listing every unexpected, missing or
+    mis-shaped key and ``problems``."""
     for key in list(out):
         if key not in expected:
             unexpected.append(key)
@@ -210,9 +227,6 @@ def convert_encoder_state_dict(state: Mapping[str, torch.Tensor], encoder: nn.Mo
             lines.append(f"missing keys: {', '.join(missing)}")
         lines.extend(problems)
         raise CheckpointError("cannot load the reference checkpoint into this encoder:\n  " + "\n  ".join(lines))
-    for key, value in expected.items():  # keep the encoder's own values where the reference has none
-        out.setdefault(key, value)
-    return {k: v.detach().clone().to(expected[k].dtype) for k, v in out.items()}
 
 
 def _encoder_conventions(encoder: nn.Module) -> dict[str, str]:

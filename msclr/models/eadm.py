@@ -1,4 +1,4 @@
-"""EADM: energy-based attention-guided drop module of AimCLR (``Simam_Drop``, method.md §9).
+"""EADM: energy-based attention-guided drop module of AimCLR (the reference's ``Simam_Drop``).
 
 Applied to the encoder's final feature map in the query *extreme* branch only.  A parameter-free
 SimAM energy gives every element an attention value ``a = sigmoid(y) >= sigmoid(0.5) ~ 0.6225``;
@@ -15,8 +15,8 @@ For a feature map ``x`` of shape ``(NM, C, T, V)``:
    sum(mask)``.
 
 As in the reference, the rescaling is global over the whole batch tensor (not per sample) and
-the masks carry no gradient (comparisons), so they are computed under ``no_grad``.  Deviation
-(method.md §9, "add one"): the reference divides by ``sum(mask)`` unguarded, which gives NaN when
+the masks carry no gradient (comparisons), so they are computed under ``no_grad``.  Deviation (a
+guard the reference lacks): the reference divides by ``sum(mask)`` unguarded, which gives NaN when
 every joint or element is dropped; here an all-zero mask leaves the input of that stage
 unchanged instead (a no-op drop), so the output stays finite.
 """

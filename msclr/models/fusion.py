@@ -4,7 +4,7 @@ Scores are ``(N, num_classes)`` arrays of classifier logits.  Both combinations 
 
 - ``"softmax"`` (default): average / weight the softmax *probabilities* (what the paper describes), or
 - ``"logits"``: average / weight the raw logits (what the reference code does: ``ensemble_ntu_{cs,cv}.py`` and
-  the ensemble classifier's plain mean of logits, method.md §12).
+  the ensemble classifier's plain mean of logits).
 
 The two can rank classes differently when the classifiers' logit scales differ; msclr reports which one it
 used.  Fusion weights default to the paper's 0.6 joint, 0.6 bone, 0.4 motion.

@@ -4,7 +4,7 @@ Reproduces ``net/utils/graph.py`` of the reference (strategy ``'spatial'``, ``ma
 ``dilation`` 1), including its ``max_hop = 1`` behaviour: hop distances hold only 0, 1 and
 ``inf``, so every joint more than one hop from the centre has ``hop(., centre) = inf``; two
 such neighbours compare *equal* and their link lands in the "root" group (A[1]), and A[2]
-only holds links that touch the centre's direct neighbours (method.md §8).  Unit-test values:
+only holds links that touch the centre's direct neighbours.  Unit-test values:
 NTU sums 8.95 / 13.3 / 2.75, non-zeros 25 / 40 / 8.
 """
 

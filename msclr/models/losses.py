@@ -1,4 +1,4 @@
-"""Losses of MoCo / AimCLR as used by MS-AimCLR (method.md §10), as small pure functions.
+"""Losses of MoCo / AimCLR as used by MS-AimCLR, as small pure functions.
 
 Shapes: ``B`` = batch, ``K`` = queue size, ``D`` = embedding size.  Logits are ``(B, 1 + K)``: column 0 is
 the positive key, columns 1..K the queue, already divided by the temperature.

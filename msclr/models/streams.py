@@ -1,4 +1,4 @@
-"""Input streams of MS-CLR: joint, motion and bone (method.md §6), batched torch ops.
+"""Input streams of MS-CLR: joint, motion and bone, batched torch ops.
 
 Each stream is a separately pretrained model; this module only turns a batch of joint
 positions (N, C, T, V, M) into the stream's input, on ``x.device``:
@@ -10,10 +10,10 @@ positions (N, C, T, V, M) into the stream's input, on ``x.device``:
   zero at the centre and at isolated joints (``smplx_42``'s eye points 23, 24).
 
 The reference's evaluation code applied NTU's bone pairs to every skeleton (SMPL-X joints 0-24
-got NTU "bones", 25-41 zeros; method.md §14 item 1).  Here the bone list always comes from the
-skeleton passed in, and a batch whose V does not match that skeleton is rejected unless the
-caller states that the extra joints are zero padding (``padded=True``; padded joints then get
-zero bones and zero motion).
+got NTU "bones", 25-41 zeros, unlike its pretraining, which used SMPL-X's own bones).  Here the
+bone list always comes from the skeleton passed in, and a batch whose V does not match that
+skeleton is rejected unless the caller states that the extra joints are zero padding
+(``padded=True``; padded joints then get zero bones and zero motion).
 """
 
 from __future__ import annotations

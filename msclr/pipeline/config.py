@@ -1,6 +1,7 @@
 """Training configuration: one dataclass per stage, with the paper's defaults, plus TOML recipes.
 
-Defaults are MS-AimCLR's published NTU-60 settings (``shared/reference/method.md`` §2, §11, §12):
+Defaults are MS-AimCLR's published NTU-60 settings (the authors' released pretext and linear-evaluation
+configs):
 
 - pretraining: SGD momentum 0.9, **Nesterov off**, weight decay 1e-4, lr 0.1 -> 0.01 after epoch 250 of 300,
   batch 128, nearest-neighbour mining from epoch 151 (``mining_epoch`` 150, 1-based epochs), queue 32768,
@@ -30,7 +31,7 @@ from typing import Any
 from msclr.errors import MsclrError
 
 STREAMS = ("joint", "motion", "bone")
-"""The three input streams, each a separately pretrained model (method.md §6)."""
+"""The three input streams, each a separately pretrained model (no cross-stream loss)."""
 
 PAIR_MODES = ("full_random", "half_random")
 INPUT_NORMS = ("joint", "axis")  # = msclr.models.stgcn.INPUT_NORMS (config stays importable without torch)
@@ -67,7 +68,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder (multi-skeleton ST-GCN) and MS-AimCLR sizes (method.md §7, §10)."""
+    """Encoder (multi-skeleton ST-GCN) and MS-AimCLR sizes; the defaults are the reference's."""
 
     hidden_channels: int = 16
     hidden_dim: int = 256
@@ -95,7 +96,7 @@ def _step_lr(lr: float, gamma: float, steps: tuple[int, ...], epoch: int) -> flo
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """MS-AimCLR pretraining schedule (method.md §5, §6, §11).
+    """MS-AimCLR pretraining schedule (the defaults are the reference's).
 
     ``lr_steps`` and ``mining_epoch`` are 1-based epoch counts: lr = lr * gamma^(#steps < epoch); mining
     (nearest-neighbour positives) is on for ``epoch > mining_epoch``.
@@ -133,7 +134,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class LinearConfig:
-    """Frozen-encoder linear evaluation (method.md §11, §12).
+    """Frozen-encoder linear evaluation (defaults: the reference's, but the last epoch is reported).
 
     ``score_mode`` decides how the skeleton ensemble averages its classifiers: ``softmax`` (the paper's
     description, default) or ``logits`` (what the reference code does).  ``drop_last`` follows the reference's
@@ -170,7 +171,7 @@ class LinearConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """3-stream fusion: score = sum_s weight_s * score_s (method.md §12); ``mode`` softmax or logits."""
+    """3-stream fusion: score = sum_s weight_s * score_s (the paper's weights); ``mode`` softmax or logits."""
 
     joint: float = 0.6
     bone: float = 0.6

@@ -150,10 +150,10 @@ def random_init_baseline(cache: Path, config: Any, device: str, seed: int) -> di
     """
     import torch
 
+    from msclr.models.build import build_encoder
     from msclr.pipeline.cache import Cache
     from msclr.pipeline.training.dataset import check_conventions, load_split
     from msclr.pipeline.training.linear_eval import calibrate_batchnorm, evaluate_stream
-    from msclr.pipeline.training.pretrain import build_encoder
 
     c = Cache(cache)
     convs = list(config.data.skeletons)
@@ -261,44 +261,5 @@ def _run_demo(out: str | Path | None, device: str, seed: int, size: DemoSize, pr
                       clips=(len(splits["xsub_train"]), len(splits["xsub_val"])))
 
 
-def print_demo(result: DemoResult, console: Any = None) -> None:
-    """The demo's closing report: the accuracy table, the baseline, the prediction, elapsed time, next steps."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    console.rule("[bold]msclr demo: SYNTHETIC data[/bold]")
-    console.print("These clips are synthetic: procedural motions of a stick body, not recordings of people. "
-                  "Accuracy here shows that the pipeline works end to end, not how well it recognises real actions.")
-    table = Table(title=f"Linear evaluation, test split ({result.clips[1]} held-out clips of other subjects; "
-                        f"{result.clips[0]} training clips)")
-    table.add_column("model")
-    table.add_column("MS-AimCLR pretrained, top-1 %", justify="right")
-    if result.baseline:
-        table.add_column("random-init encoder, top-1 %", justify="right")
-    entry = result.metrics["streams"]["joint"]
-    for name in [*entry["conventions"], "ensemble"]:
-        if name == "ensemble" and "ensemble" not in entry:
-            continue
-        label = f"skeleton ensemble ({entry['ensemble']['mode']})" if name == "ensemble" else name
-        row = [label, f"{result.top1(name):.1f}"]
-        if result.baseline:
-            row.append(f"{result.baseline.get(name, float('nan')):.1f}")
-        table.add_row(*row)
-    table.caption = f"chance = {result.chance:.1f} %"
-    console.print(table)
-    pred = result.prediction
-    mark = "[green]correct[/green]" if pred.label == result.true_label else "[red]wrong[/red]"
-    top = ", ".join(f"{r['class']} {r['probability']:.0%}" for r in pred.top)
-    console.print(f"Prediction for held-out clip {result.sample} (true: [bold]{result.true_class}[/bold]): "
-                  f"[bold]{pred.name}[/bold] ({mark}); top-3: {top}")
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.stages.items())
-    console.print(f"Elapsed: {result.seconds:.0f} s ({stages}).")
-    console.print(f"Everything is in [bold]{result.out}[/bold]:")
-    console.print(f"  msclr info {result.cache}")
-    console.print(f"  msclr evaluate {result.run}")
-    console.print(f"  msclr predict VIDEO --model {result.run}   # MeTRAbs: kinectv2_25 stands in for ntu_kinect_25")
-
-
 __all__ = ["CONVENTIONS", "DemoSize", "FULL", "QUICK", "DemoResult", "write_synthetic_cache", "demo_config",
-           "random_init_baseline", "pick_threads", "run_demo", "print_demo"]
+           "random_init_baseline", "pick_threads", "run_demo"]

@@ -11,7 +11,7 @@ Two entry points share one path:
 
 Prediction = training's preprocessing (``run.json["preprocessing"]``: length, centring, y-rotation,
 valid-frame rule) -> every stream's frozen encoder -> one linear classifier per convention ->
-:meth:`msclr.pipeline.train.TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
+:meth:`TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
 
 **Displayed probabilities.**  In ``softmax`` mode the run averages per-classifier softmax
 probabilities (ensemble) and fuses streams with weights (0.6 joint, 0.6 bone, 0.4 motion); the fused
@@ -20,11 +20,10 @@ probabilities and sums to 1 (the ranking is unchanged).  In ``logits`` mode the 
 they are turned into probabilities for display with a softmax (of the weighted mean of logits), and
 ``Prediction.score`` / the JSON key ``"score"`` says so.
 
-**The RUN folder is self-contained**: ``run.json`` (conventions, streams, preprocessing, classes,
-ensemble/fusion modes) and ``model.pt`` (skeleton definitions, encoder and classifier weights, loaded
-with ``torch.load(weights_only=True)``: a file carrying pickled objects is refused before anything in
-it runs).  The cache the run was trained on is not needed, except as the last fallback for the number
-of person slots M of a run written before ``run.json`` recorded it (see :func:`run_max_persons`).
+**The RUN folder is self-contained** (:mod:`msclr.pipeline.rundir`): ``run.json`` (conventions, streams,
+preprocessing with the person slots M, classes, ensemble/fusion modes) and ``model.pt`` (skeleton
+definitions, encoder and classifier weights, loaded with ``torch.load(weights_only=True)``: a file carrying
+pickled objects is refused before anything in it runs).  The cache the run was trained on is not needed.
 
 **Which extractor produces what** (:data:`EXTRACTOR_OUTPUTS`): MeTRAbs gives ``smpl_24``,
 ``smplx_42``, ``berkeley_mhad_43``, ``kinectv2_25`` (and any other skeleton of the SavedModel whose
@@ -68,7 +67,6 @@ prediction lists the substitution under ``conventions`` (``{"ntu_kinect_25": "ki
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, ExtractionError, MsclrError
+from msclr.pipeline.rundir import RunFolder, RunInfo, RunStatus
 from msclr.skeletons import Skeleton
 
 EXTRACTOR_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -92,66 +91,137 @@ NOT_FROM_VIDEO = frozenset({"ntu_kinect_25", "kinect_v1_20"})
 SERVED_BY: dict[str, str] = {"ntu_kinect_25": "kinectv2_25"}
 """model convention -> extracted convention fed in its place (same joint order; see the module docstring)."""
 
-DEFAULT_MAX_PERSONS = 2
-"""Person slots assumed when neither run.json nor the run's cache says (``msclr extract``'s default)."""
-
 
 class NoPersonError(MsclrError):
     """The clip shows nobody (no frame with a usable person)."""
 
 
-# ----------------------------------------------------------------------------- the run
-def open_run(run: str | Path, *, device: str = "cpu") -> Any:
-    """Load a FINISHED run for prediction (:func:`msclr.pipeline.train.load_run` after checks).
+# ----------------------------------------------------------------------------- the trained network
+@dataclass
+class TrainedRun:
+    """A finished run loaded for inference.
+
+    Attributes:
+        info: the run's description (:class:`msclr.pipeline.rundir.RunInfo`; a ``run.json`` mapping given
+            here is validated and typed).
+        skeletons: convention -> definition (from the run, so user skeletons work without the registry).
+        encoders: stream -> frozen :class:`msclr.models.stgcn.MultiSkeletonSTGCN` in eval mode.
+        classifiers: stream -> convention -> ``torch.nn.Linear``.
+    """
+
+    info: RunInfo
+    skeletons: dict[str, Skeleton]
+    encoders: dict[str, Any]
+    classifiers: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        self.info = RunInfo.from_dict(self.info)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info.classes)
+
+    def logits(self, inputs: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+        """Per-stream, per-convention logits of preprocessed clips.
+
+        Args:
+            inputs: convention -> (N, 3, T, V, M) float32 array/tensor, preprocessed like the training data
+                (:func:`msclr.pipeline.preprocess.preprocess_clip` with ``info.preprocessing``).
+                Conventions the run does not know are ignored; at least one must be known.
+
+        Returns:
+            stream -> convention -> (N, C) float32 logits.
+        """
+        import torch
+
+        from msclr.models.build import encoder_features
+
+        known = [c for c in inputs if c in self.skeletons]
+        if not known:
+            raise MsclrError(f"none of the conventions {list(inputs)} was trained in this run "
+                             f"({', '.join(self.skeletons)}).")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for stream, encoder in self.encoders.items():
+            device = next(encoder.parameters()).device
+            out[stream] = {}
+            for conv in known:
+                x = torch.as_tensor(np.asarray(inputs[conv], dtype=np.float32)).to(device)
+                with torch.no_grad():
+                    feats = encoder_features(encoder, x, self.skeletons[conv], stream)
+                    out[stream][conv] = self.classifiers[stream][conv](feats).float().cpu().numpy()
+        return out
+
+    def scores(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Logits, per-stream skeleton-ensemble scores and the fused score (all streams) for prediction.
+
+        Returns:
+            ``{"logits": stream -> conv -> (N, C), "streams": stream -> (N, C) ensemble score,
+            "final": (N, C)}``; scores are probabilities in softmax mode (the run's ``ensemble_mode`` /
+            ``fusion.mode``), averaged logits in logits mode.
+        """
+        from msclr.models.fusion import ensemble_scores, fuse_streams
+
+        logits = self.logits(inputs)
+        streams = {s: ensemble_scores(v, self.info.ensemble_mode) for s, v in logits.items()}
+        if len(streams) > 1:
+            fusion = self.info.fusion
+            final = fuse_streams({s: ensemble_scores(logits[s], fusion.mode) for s in streams},
+                                 fusion.weights, already=fusion.mode)
+        else:
+            final = next(iter(streams.values()))
+        return {"logits": logits, "streams": streams, "final": final}
+
+
+def load_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
+    """Load a run folder's ``run.json`` and ``model.pt`` (``weights_only=True``) and rebuild the frozen
+    encoders and classifiers (see :func:`open_run` for the checks made before)."""
+    import torch
+
+    from msclr.models.build import build_encoder
+    from msclr.pipeline.config import config_from_dict
+
+    folder = RunFolder(run)
+    info = folder.read_info()
+    model = folder.read_model()
+    skeletons = {name: Skeleton.from_dict(d, origin=f"{run}/model.pt") for name, d in model.skeletons.items()}
+    model_cfg = config_from_dict({"model": model.model_config}).model
+    encoders, classifiers = {}, {}
+    for stream, weights in model.streams.items():
+        enc = build_encoder([skeletons[c] for c in model.conventions], model_cfg, head="mlp")
+        enc.load_state_dict(weights.encoder)
+        encoders[stream] = enc.to(device).eval()
+        classifiers[stream] = {}
+        for conv, wb in weights.classifiers.items():
+            fc = torch.nn.Linear(wb["weight"].shape[1], wb["weight"].shape[0])
+            fc.load_state_dict({"weight": wb["weight"], "bias": wb["bias"]})
+            classifiers[stream][conv] = fc.to(device).eval()
+    return TrainedRun(info, skeletons, encoders, classifiers)
+
+
+def open_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
+    """Load a FINISHED run for prediction (:func:`load_run` after checks).
 
     Raises:
         CheckpointError: the folder is missing, is not an msclr run, is not finished (status
             "running": training was interrupted), has no ``model.pt``, or ``model.pt`` is not a
             pickle-free msclr checkpoint (refused before anything in it is executed).
     """
-    from msclr.pipeline.train import RunPaths, load_run, read_run_info
-
-    path = Path(run)
-    if not path.exists():
-        raise CheckpointError(f"model folder {path} does not exist; pass the --out folder of `msclr train` "
+    folder = RunFolder(run)
+    if not folder.root.exists():
+        raise CheckpointError(f"model folder {folder.root} does not exist; pass the --out folder of `msclr train` "
                               "(e.g. --model run/).")
-    if not path.is_dir():
-        raise CheckpointError(f"--model {path} is a file; pass the run FOLDER written by `msclr train` "
+    if not folder.root.is_dir():
+        raise CheckpointError(f"--model {folder.root} is a file; pass the run FOLDER written by `msclr train` "
                               "(the one holding run.json and model.pt).")
-    info = read_run_info(path)
-    status = info.get("status")
-    if status != "complete":
-        raise CheckpointError(f"{path} is not a finished run (status {status!r}): training stopped before the "
-                              f"linear evaluation wrote model.pt. Finish it with `msclr train {info.get('cache', 'CACHE')} "
-                              f"--out {path} --resume`.")
-    if not RunPaths(path).model.is_file():
-        raise CheckpointError(f"{path}/model.pt is missing although run.json says the run is complete; copy the "
-                              "whole run folder, or retrain.")
-    return load_run(path, device=device)
-
-
-def run_max_persons(info: Mapping[str, Any]) -> tuple[int, str | None]:
-    """Person slots M the run was trained with, and a note when it had to be guessed.
-
-    The encoder averages its features over the M slots (empty slots included), so prediction must
-    use the training M.  Looked up in ``run.json`` (``preprocessing.max_persons`` or
-    ``max_persons``), else in the run's cache if it still exists, else
-    :data:`DEFAULT_MAX_PERSONS` with a note.
-    """
-    for value in (info.get("preprocessing", {}).get("max_persons"), info.get("max_persons")):
-        if isinstance(value, int) and value >= 1:
-            return value, None
-    cache = info.get("cache")
-    if cache:
-        manifest = Path(cache) / "msclr-cache.json"
-        try:
-            value = json.loads(manifest.read_text(encoding="utf-8")).get("max_persons")
-        except (OSError, ValueError):
-            value = None
-        if isinstance(value, int) and value >= 1:
-            return value, None
-    return DEFAULT_MAX_PERSONS, (f"run.json does not record the person slots M and the run's cache is gone; "
-                                 f"assuming M = {DEFAULT_MAX_PERSONS}")
+    info = folder.read_info()
+    if info.status != RunStatus.COMPLETE:
+        raise CheckpointError(f"{folder.root} is not a finished run (status {info.status!r}): training stopped "
+                              f"before the linear evaluation wrote model.pt. Finish it with `msclr train {info.cache} "
+                              f"--out {folder.root} --resume`.")
+    if not folder.model.is_file():
+        raise CheckpointError(f"{folder.root}/model.pt is missing although run.json says the run is complete; copy "
+                              "the whole run folder, or retrain.")
+    return load_run(folder.root, device=device)
 
 
 def substitute_compatible(model: Skeleton, data: Skeleton) -> bool:
@@ -286,7 +356,7 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
     """Classify one clip given as skeletons.
 
     Args:
-        run: a run folder, or a :class:`msclr.pipeline.train.TrainedRun` already loaded (by :func:`open_run`).
+        run: a run folder, or a :class:`TrainedRun` already loaded (by :func:`open_run`).
         poses_by_convention: convention -> ``(T, M', V, 3)`` float metres, Kinect camera axes, absent
             persons all zeros (a cache clip's ``poses``).  Keys may be the run's conventions or
             their :data:`SERVED_BY` substitutes; conventions the run does not know are ignored;
@@ -307,14 +377,11 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
 
     trained = open_run(run, device=device) if isinstance(run, str | Path) else run
     info = trained.info
-    model_convs = list(info["conventions"])
+    model_convs = list(info.conventions)
     used = _resolve_inputs(model_convs, trained.skeletons, poses_by_convention)
     notes: list[str] = []
-    m, note = run_max_persons(info)
-    if note:
-        notes.append(note)
-    prep = info.get("preprocessing", {})
-    options = {k: prep[k] for k in ("length", "centre", "y_rotation", "valid") if k in prep}
+    m = info.preprocessing.max_persons
+    options = info.preprocessing.clip_options()
     inputs: dict[str, np.ndarray] = {}
     frames = persons = 0
     for conv, source in used.items():
@@ -347,12 +414,12 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
     streams = list(scores["streams"])
     final = np.asarray(scores["final"], dtype=np.float64)[0]
     if len(streams) > 1:
-        mode = info["fusion"]["mode"]
-        weights = info["fusion"]["weights"]
+        mode = info.fusion.mode
+        weights = info.fusion.weights
         final = final / sum(float(weights[s]) for s in streams)
         how = "weighted mean over streams (fusion weights normalised) of "
     else:
-        mode = info["ensemble_mode"]
+        mode = info.ensemble_mode
         how = ""
     several = len(inputs) > 1
     if mode == "logits":
@@ -419,7 +486,7 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
 
     Args:
         video: a video file OpenCV can decode.
-        run: run folder or loaded :class:`~msclr.pipeline.train.TrainedRun`.
+        run: run folder or loaded :class:`TrainedRun`.
         extractor: ``metrabs`` or ``mediapipe`` (decides what can be produced: :func:`serving_plan`).
         pose_model: MeTRAbs SavedModel URL or directory (default: ``msclr extract``'s).
         top_k, device: see :func:`predict_skeletons`.
@@ -443,13 +510,13 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     if not path.is_file():
         raise ExtractionError(f"clip {path} does not exist or is not a file; check the path.")
     trained = open_run(run, device=device) if isinstance(run, str | Path) else run
-    plan = serving_plan(list(trained.info["conventions"]), extractor)
+    plan = serving_plan(list(trained.info.conventions), extractor)
     render_path = None
     if render is not None:
         from msclr.pipeline.render import check_render_path
 
         render_path = check_render_path(render)
-    m, _ = run_max_persons(trained.info)
+    m = trained.info.preprocessing.max_persons
     wanted: dict[str, Skeleton] = {}
     for conv, source in plan.items():
         if source not in wanted:
@@ -489,79 +556,6 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     return prediction
 
 
-class RichPredictProgress:
-    """A frames bar on stderr for the extraction of the one clip (an
-    :class:`msclr.pipeline.extract.ExtractProgress`); use as a context manager."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = Console(stderr=True)
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=self.console)
-        self._task = self._progress.add_task("extracting", total=None, rate="")
-        self._frames = 0
-        self._t0 = 0.0
-
-    def __enter__(self) -> RichPredictProgress:
-        import time
-
-        self._t0 = time.perf_counter()
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def run_started(self, total: int, skipped: int, frames_hint: int) -> None:  # pragma: no cover - unused here
-        pass
-
-    def message(self, text: str) -> None:
-        self.console.print(text)
-
-    def video_started(self, job: Any, expected_frames: int) -> None:
-        self._progress.update(self._task, description=f"extracting {job.path.name}", total=expected_frames or None)
-
-    def frames_done(self, count: int) -> None:
-        import time
-
-        self._frames += count
-        rate = self._frames / max(time.perf_counter() - self._t0, 1e-6)
-        self._progress.update(self._task, advance=count, rate=f"{rate:.1f} frames/s")
-
-    def video_finished(self, clip: Any, seconds: float) -> None:  # pragma: no cover - not called by predict
-        pass
-
-
-def print_prediction(prediction: Prediction, console: Any = None) -> None:
-    """The rich table of the top-k classes and a line of provenance (``msclr predict`` without ``--json``)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    title = f"{Path(prediction.source).name}" if prediction.source else "prediction"
-    table = Table(title=f"{title}: top {len(prediction.top)} of {len(prediction.classes)} classes")
-    table.add_column("#", justify="right")
-    table.add_column("class", style="bold")
-    table.add_column("label", justify="right")
-    table.add_column("probability", justify="right")
-    for row in prediction.top:
-        bar = "█" * int(round(20 * row["probability"]))
-        table.add_row(str(row["rank"]), row["class"], str(row["label"]), f"{row['probability']:.1%} {bar}")
-    table.caption = prediction.score
-    console.print(table)
-    convs = ", ".join(k if k == v else f"{k} <- {v}" for k, v in prediction.conventions.items())
-    extractor = f"{prediction.extractor}, " if prediction.extractor else ""
-    console.print(f"{extractor}{prediction.frames} frames, {prediction.persons} person(s); conventions {convs}; "
-                  f"streams {', '.join(prediction.streams)}")
-    for note in prediction.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    if prediction.render:
-        console.print(f"rendered: {prediction.render}")
-
-
-__all__ = ["EXTRACTOR_OUTPUTS", "NOT_FROM_VIDEO", "SERVED_BY", "DEFAULT_MAX_PERSONS", "NoPersonError", "Prediction",
-           "open_run", "run_max_persons", "substitute_compatible", "extractable", "serving_plan",
-           "predict_skeletons", "default_extractor_factory", "predict_video", "RichPredictProgress",
-           "print_prediction"]
+__all__ = ["EXTRACTOR_OUTPUTS", "NOT_FROM_VIDEO", "SERVED_BY", "NoPersonError", "Prediction",
+           "TrainedRun", "load_run", "open_run", "substitute_compatible", "extractable", "serving_plan",
+           "predict_skeletons", "default_extractor_factory", "predict_video"]

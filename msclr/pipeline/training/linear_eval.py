@@ -1,26 +1,26 @@
 """Frozen-encoder linear evaluation on cached features, skeleton ensemble per stream.
 
-Protocol (method.md §11, §12): the pretrained encoder is frozen and stays in ``eval()`` mode (running BN
-statistics, no dropout) and no augmentation is applied, so an encoder maps each clip to the same 256-d feature
-in every epoch.  msclr therefore computes the features ONCE per convention (train and test) and trains each
-linear classifier on the cached features: SGD momentum 0.9, Nesterov off, weight decay 0, lr 3.0 -> 0.3 after
-epoch 80 of 100, batch 128, shuffled with a seeded generator.  The reference instead re-runs the frozen encoder
-on every batch of every epoch; :func:`linear_eval_forward` keeps that protocol as a reference path (it draws
-the same random numbers, so both give the same classifier up to float rounding; see tests and
-``bench/linear_eval.py``).
+Protocol (the reference's): the pretrained encoder is frozen and stays in ``eval()`` mode (running BN
+statistics, no dropout) and no augmentation is applied, so an encoder maps each clip to the
+same 256-d feature in every epoch.  msclr therefore computes the features ONCE per convention (train and test)
+and trains each linear classifier on the cached features: SGD momentum 0.9, Nesterov off, weight decay 0,
+lr 3.0 -> 0.3 after epoch 80 of 100, batch 128, shuffled with a seeded generator.  The reference instead
+re-runs the frozen encoder on every batch of every epoch; :func:`linear_eval_forward` keeps that protocol as a
+reference path (it draws the same random numbers, so both give the same classifier up to float rounding; see
+tests and ``bench/linear_eval.py``).
 
 Reported number: the LAST epoch's test accuracy.  The reference reports the best test accuracy over
-evaluations every 5 epochs (model selection on the test set, its mistake #8); msclr can record that too
-(``report_best``), always labelled "best (test-set selection)".
+evaluations every 5 epochs, which selects the model on the test set and so gives optimistic numbers; msclr can
+record that too (``report_best``), always labelled "best (test-set selection)".
 
 Skeleton ensemble: one classifier per convention, each trained on its own convention's features
 (equivalent to the reference's summed per-skeleton cross-entropy with a frozen encoder).  Test scores are the
 mean of the per-convention softmax probabilities (``score_mode="softmax"``, the paper's description, default)
 or of the raw logits (``"logits"``, what the reference code does).
 
-Bones use each convention's own bone list (the reference's evaluation applied NTU's bone pairs to SMPL-X,
-its mistake #1); the same :func:`msclr.models.streams.to_stream` is used in pretraining, evaluation and
-prediction.
+Bones use each convention's own bone list, whereas the reference's evaluation applied NTU's 25-joint bone
+pairs to SMPL-X too (joints 25-41 left zero, unlike its pretraining); the same
+:func:`msclr.models.streams.to_stream` is used in pretraining, evaluation and prediction.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from msclr.models.build import FEATURE_BATCH, encoder_features, extract_features
 from msclr.models.fusion import ensemble_scores, topk_accuracy
 from msclr.pipeline.config import LinearConfig
 from msclr.skeletons import Skeleton
 
 Progress = Callable[[str, dict[str, Any]], None]
-FEATURE_BATCH = 256
 
 
 @dataclass
@@ -62,52 +62,6 @@ class ClassifierResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _stream_batch(x: Any, stream: str, skeleton: Skeleton) -> Any:
-    from msclr.models.streams import to_stream
-
-    return to_stream(x, stream, skeleton)
-
-
-def encoder_features(encoder: Any, x: Any, skeleton: Skeleton, stream: str) -> Any:
-    """Features ``(B, D)`` of one batch ``x (B, 3, T, V, M)`` (tensor on the encoder's device), frozen."""
-    import torch
-
-    with torch.no_grad():
-        return encoder.features(_stream_batch(x, stream, skeleton), skeleton.name)
-
-
-def extract_features(encoder: Any, x: np.ndarray | Any, skeleton: Skeleton, stream: str, *,
-                     device: Any = None, batch_size: int = FEATURE_BATCH,
-                     progress: Callable[[int], None] | None = None) -> Any:
-    """Frozen features of a whole array, computed once.
-
-    Args:
-        encoder: a :class:`msclr.models.stgcn.MultiSkeletonSTGCN`; put in ``eval()`` mode here.
-        x: (N, 3, T, V, M) float32 array or tensor of convention ``skeleton``, un-augmented.
-        stream: ``joint``, ``motion`` or ``bone`` (computed per batch with ``skeleton``'s own bones).
-        device: where the encoder runs (default: the encoder's parameters' device).
-        batch_size: clips per forward pass.
-
-    Returns:
-        (N, D) float32 tensor on ``device``.
-    """
-    import torch
-
-    encoder.eval()
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    x = torch.as_tensor(x)
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start:start + batch_size].to(device, non_blocking=True)
-        out.append(encoder_features(encoder, batch, skeleton, stream))
-        if progress is not None:
-            progress(int(batch.shape[0]))
-    if not out:
-        dim = encoder.features(torch.zeros((1,) + tuple(x.shape[1:]), device=device), skeleton.name).shape[1]
-        return torch.zeros((0, dim), device=device)
-    return torch.cat(out)
-
-
 def calibrate_batchnorm(encoder: Any, arrays: Mapping[str, Any], skeletons: Mapping[str, Skeleton], stream: str,
                         *, device: Any = None, batch_size: int = FEATURE_BATCH) -> Any:
     """Recompute every BatchNorm's running statistics from ``arrays`` (no labels, no gradient); eval mode after.
@@ -124,6 +78,8 @@ def calibrate_batchnorm(encoder: Any, arrays: Mapping[str, Any], skeletons: Mapp
     """
     import torch
 
+    from msclr.models.streams import to_stream
+
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
@@ -138,7 +94,7 @@ def calibrate_batchnorm(encoder: Any, arrays: Mapping[str, Any], skeletons: Mapp
             x = torch.as_tensor(x)
             for start in range(0, x.shape[0], batch_size):
                 batch = x[start:start + batch_size].to(device)
-                encoder.features(_stream_batch(batch, stream, skeletons[name]), name)
+                encoder.features(to_stream(batch, stream, skeletons[name]), name)
     for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     return encoder.eval()
@@ -315,5 +271,5 @@ def evaluate_stream(encoder: Any, train_arrays: Mapping[str, np.ndarray], y_trai
     return StreamEvaluation(stream, results, ens, config.score_mode, np.asarray(y_test))
 
 
-__all__ = ["ClassifierResult", "StreamEvaluation", "calibrate_batchnorm", "extract_features", "feature_stats", "encoder_features", "linear_eval_cached",
+__all__ = ["ClassifierResult", "StreamEvaluation", "calibrate_batchnorm", "feature_stats", "linear_eval_cached",
            "linear_eval_forward", "evaluate_stream"]

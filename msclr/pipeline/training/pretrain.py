@@ -1,4 +1,4 @@
-"""The MS-AimCLR pretraining loop (one stream; method.md §5, §6, §10, §11).
+"""The MS-AimCLR pretraining loop (one stream).
 
 Per step: the :class:`~msclr.pipeline.training.sampler.PairBatchSampler` gives clip indices and ONE (query q, key k)
 convention pair; the batch of raw clips of q and of k moves to the device, where three views are made with
@@ -18,8 +18,8 @@ sampler's state.  They are written every ``checkpoint_every`` epochs, at the end
 (the step in progress finishes first; a second Ctrl-C aborts at once).  ``resume=True`` continues from it; on
 CPU with a fixed seed a resumed run ends with the same weights as an uninterrupted one.
 
-Distributed data parallel (``torchrun --nproc-per-node N -m msclr train ...``): detected from the
-``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` environment variables (NCCL on CUDA, gloo on CPU).  The global
+Distributed data parallel (``torchrun --nproc-per-node N -m msclr train ...``; set-up in
+:mod:`msclr.pipeline.training.distributed`): the global
 batch (``batch_size``) is split evenly over the ranks; every rank iterates the same permutation and the same
 (q, k) pairs, so a step trains one pair everywhere.  ``encoder_q`` is wrapped in DDP semantics by averaging
 gradients (all-reduce) after backward; the keys of all ranks are all-gathered before they enter the queue
@@ -32,11 +32,10 @@ cross-rank batch shuffle for the key encoder); running statistics may differ sli
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,132 +45,15 @@ import numpy as np
 
 from msclr.errors import CheckpointError, MsclrError
 from msclr.files import load_checkpoint, save_checkpoint
-from msclr.pipeline.config import ModelConfig, TrainConfig
+from msclr.pipeline.config import TrainConfig
 from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
-from msclr.pipeline.training.sampler import PairBatch, PairBatchSampler
+from msclr.pipeline.training.distributed import DistInfo, all_reduce_grads, broadcast_state, init_distributed
+from msclr.pipeline.training.sampler import PairBatchDataset, PairBatchSampler
 from msclr.skeletons import Skeleton
 
 Progress = Callable[[str, dict[str, Any]], None]
 ScalarLog = Callable[[str, float, int], None]
 CHECKPOINT_NAME = "last.pt"
-
-
-# ------------------------------------------------------------------ distributed
-@dataclass(frozen=True)
-class DistInfo:
-    """Process-group facts of this process (world_size 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "cpu") -> DistInfo:
-    """Join the process group described by torchrun's environment variables (no-op without them).
-
-    Uses NCCL for CUDA devices and gloo otherwise; an already initialised group is reused.
-    """
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        return DistInfo()
-    if not dist.is_available():
-        raise MsclrError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed; run a single process.")
-    if not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    if str(device).startswith("cuda"):
-        torch.cuda.set_device(local)
-    return DistInfo(rank, world, local)
-
-
-def _all_reduce_grads(params: Sequence[Any], world_size: int) -> None:
-    """Average gradients over ranks (what DDP does, without DDP's hooks on a twice-called encoder).
-
-    A parameter a rank did not use in this step (e.g. another convention's ``data_bn``) gets a zero gradient
-    so every rank joins every all-reduce; since all ranks train the same (q, k), the same parameters are
-    used everywhere and the zeros never dilute a real gradient.
-    """
-    import torch
-    import torch.distributed as dist
-
-    grads = []
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
-        offset += n
-
-
-def _broadcast_state(module: Any) -> None:
-    """Make every rank start from rank 0's parameters and buffers."""
-    import torch.distributed as dist
-
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=0)
-
-
-# ------------------------------------------------------------------ model
-def build_encoder(skeletons: Sequence[Skeleton], model: ModelConfig, *, head: str | None = "mlp") -> Any:
-    """A :class:`~msclr.models.stgcn.MultiSkeletonSTGCN` for ``skeletons`` sized by ``model``."""
-    from msclr.models.stgcn import MultiSkeletonSTGCN
-
-    return MultiSkeletonSTGCN(list(skeletons), in_channels=3, hidden_channels=model.hidden_channels,
-                              hidden_dim=model.hidden_dim, out_dim=model.feature_dim, dropout=model.dropout,
-                              edge_importance=model.edge_importance, head=head,
-                              input_norm=model.input_norm)
-
-
-def build_model(skeletons: Sequence[Skeleton], model: ModelConfig, *, topk: int = 1) -> Any:
-    """The MS-AimCLR wrapper (query + key encoders, queue) for ``skeletons``."""
-    from msclr.models.aimclr import MSAimCLR
-
-    return MSAimCLR(lambda: build_encoder(skeletons, model, head="mlp"), dim=model.feature_dim,
-                    queue_size=model.queue_size, momentum=model.key_momentum, temperature=model.temperature,
-                    topk=topk, shuffle_bn=model.shuffle_bn)
-
-
-# ------------------------------------------------------------------ data
-class PairBatchDataset:
-    """Map-style dataset indexed by :class:`PairBatch`: returns ``(x_q, x_k, q, k)`` CPU tensors.
-
-    ``x_q``: (B, 3, T, V_q, M) raw clips in the query convention, ``x_k``: (B, 3, T, V_k, M) the same clips in
-    the key convention.  Used with ``DataLoader(dataset, sampler=PairBatchSampler, batch_size=None)`` so the
-    pair is decided in the main process whatever the number of workers.
-    """
-
-    def __init__(self, arrays: Mapping[str, Any]) -> None:
-        import torch
-
-        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}
-
-    def __getitem__(self, batch: PairBatch) -> tuple[Any, Any, str, str]:
-        import torch
-
-        idx = torch.from_numpy(batch.indices)
-        return self.arrays[batch.query][idx], self.arrays[batch.key][idx], batch.query, batch.key
-
-    def __len__(self) -> int:  # pragma: no cover - DataLoader with a sampler does not need it
-        return next(iter(self.arrays.values())).shape[0]
 
 
 # ------------------------------------------------------------------ interrupt
@@ -221,7 +103,86 @@ class PretrainResult:
     model: Any = None
 
 
+# ------------------------------------------------------------------ state of one run
+@dataclass
+class _Run:
+    """Everything one pretraining run works on: model, optimiser, sampler, generators and the sinks."""
+
+    stream: str
+    config: TrainConfig
+    skeletons: Mapping[str, Skeleton]
+    names: list[str]
+    device: Any
+    dist_info: DistInfo
+    model: Any
+    params: list[Any]
+    optimizer: Any
+    sampler: PairBatchSampler
+    aug_gen: Any
+    ckpt_path: Path
+    progress: Progress | None = None
+    log_scalar: ScalarLog | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rate: float | None = None  # smoothed samples per second
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+
+def _clip_count(arrays: Mapping[str, np.ndarray]) -> int:
+    """N, the clips of every convention's array (they must agree)."""
+    n_clips = int(next(iter(arrays.values())).shape[0])
+    if any(int(a.shape[0]) != n_clips for a in arrays.values()):
+        raise MsclrError("training arrays of the conventions have different clip counts; rebuild them from one split.")
+    return n_clips
+
+
+def _training_device(device: str, dist_info: DistInfo) -> Any:
+    """``device`` as a torch device; under DDP on CUDA, this rank's GPU."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and dist_info.enabled:
+        dev = torch.device("cuda", dist_info.local_rank)
+    return dev
+
+
+def _aug_seed(seed: int, rank: int, epoch: int = 0) -> int:
+    """Seed of the augmentation generator of ``rank`` (``epoch`` > 0: a fresh stream for a resumed rank)."""
+    return seed * 7919 + 17 + 104729 * rank + 1_000 * epoch
+
+
+def _build_run(skeletons: Mapping[str, Skeleton], stream: str, config: TrainConfig, n_clips: int, dev: Any,
+               dist_info: DistInfo, ckpt_path: Path) -> _Run:
+    """Seeded construction: model, SGD optimiser over ``encoder_q``, pair sampler and augmentation generator."""
+    import torch
+
+    from msclr.models.build import build_model
+
+    cfg = config.pretrain
+    names = list(config.data.skeletons)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    model = build_model([skeletons[n] for n in names], config.model, topk=cfg.topk).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay)
+    sampler = PairBatchSampler(n_clips, names, cfg.batch_size, mode=cfg.pair_mode, seed=cfg.seed,
+                               rank=dist_info.rank, world_size=dist_info.world_size)
+    aug_gen = torch.Generator(device=dev)
+    aug_gen.manual_seed(_aug_seed(cfg.seed, dist_info.rank))
+    if dist_info.enabled:
+        broadcast_state(model)
+    return _Run(stream, config, skeletons, names, dev, dist_info, model, params, optimizer, sampler, aug_gen,
+                ckpt_path)
+
+
+# ------------------------------------------------------------------ checkpoints
 def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``section.key: checkpoint X, now Y`` for every setting that changes training (workers, linear, fusion
+    and the stream list may differ)."""
     ignore = {("pretrain", "workers"), ("linear",), ("fusion",)}
     out = []
     for section, values in current.items():
@@ -236,6 +197,155 @@ def _config_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> li
             if old != value:
                 out.append(f"{section}.{key}: checkpoint {old!r}, now {value!r}")
     return out
+
+
+def _resume(run: _Run, resume: bool) -> tuple[int, int]:
+    """Load ``run.ckpt_path`` into ``run`` if it exists; returns the (1-based epoch, batch) to start from.
+
+    Raises:
+        CheckpointError: the checkpoint exists but ``resume`` is False, or it belongs to a different setup.
+    """
+    import torch
+
+    if not run.ckpt_path.exists():
+        return 1, 0
+    if not resume:
+        raise CheckpointError(f"{run.ckpt_path} already exists: pass --resume to continue that run, "
+                              "or choose a new --out folder.")
+    state = load_checkpoint(run.ckpt_path, kind="pretrain", map_location="cpu")
+    diff = _config_mismatch(state.get("config", {}), run.config.to_dict())
+    if state.get("stream") != run.stream or diff:
+        raise CheckpointError(f"cannot resume {run.ckpt_path}: it was trained with different settings "
+                              f"(stream {state.get('stream')!r} vs {run.stream!r}; {'; '.join(diff) or 'same config'}). "
+                              "Use the same options, or a new --out folder.")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.sampler.load_state_dict(state["sampler"])
+    run.history = list(state.get("history", []))
+    start_epoch, start_batch = int(state["epoch"]), int(state["start_batch"])
+    rank, seed = run.dist_info.rank, run.config.pretrain.seed
+    if state.get("rng_rank") == rank:
+        restore_rng(state["rng"])
+        run.aug_gen.set_state(state["aug_generator"].to(torch.uint8))
+    else:  # only rank 0's RNG is saved: other ranks derive fresh streams (DDP resume is not bitwise)
+        torch.manual_seed(seed + 1_000 * start_epoch + rank)
+        run.aug_gen.manual_seed(_aug_seed(seed, rank, start_epoch))
+    return start_epoch, start_batch
+
+
+def _save(run: _Run, epoch: int, next_batch: int, complete: bool) -> None:
+    """Write the full training state to ``run.ckpt_path`` (rank 0 only); training continues at
+    (``epoch``, ``next_batch``)."""
+    if not run.dist_info.is_main:
+        return
+    save_checkpoint(run.ckpt_path, {
+        "stream": run.stream, "conventions": run.names, "epoch": epoch, "start_batch": next_batch,
+        "complete": complete, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "sampler": {**run.sampler.state_dict(), "epoch": epoch, "start_batch": next_batch},
+        "rng": capture_rng(cuda=run.device.type == "cuda"), "rng_rank": run.dist_info.rank,
+        "aug_generator": run.aug_gen.get_state(), "config": run.config.to_dict(), "history": run.history,
+    }, kind="pretrain")
+    if run.progress is not None:
+        run.progress("checkpoint", {"path": str(run.ckpt_path), "epoch": epoch, "start_batch": next_batch})
+
+
+# ------------------------------------------------------------------ training
+def _make_loader(arrays: Mapping[str, np.ndarray], run: _Run) -> Any:
+    """DataLoader of (x_q, x_k, q, k) batches drawn by ``run.sampler``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    cfg = run.config.pretrain
+    # A private generator: the loader's per-iterator base seed must not consume the global torch RNG
+    # (otherwise a run resumed mid-epoch would draw one extra number and its dropout masks would shift).
+    return DataLoader(PairBatchDataset(arrays), sampler=run.sampler, batch_size=None, num_workers=cfg.workers,
+                      pin_memory=run.device.type == "cuda", persistent_workers=False,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def _train_step(run: _Run, x_q: Any, x_k: Any, q: str, k: str, mine: bool) -> float:
+    """One optimiser step on a batch of raw clips x_q (B, 3, T, V_q, M), x_k (B, 3, T, V_k, M); returns the loss.
+
+    Three views are made on the device (extreme and normal augmentation of q, normal augmentation of k),
+    turned into the stream and fed to MS-AimCLR; gradients are averaged over ranks under DDP.
+    """
+    from msclr.models.augment import extreme_augment, normal_augment
+    from msclr.models.streams import to_stream
+
+    cfg, dev, stream = run.config.pretrain, run.device, run.stream
+    x_q = x_q.to(dev, non_blocking=True)
+    x_k = x_k.to(dev, non_blocking=True)
+    sq, sk = run.skeletons[q], run.skeletons[k]
+    view_e = extreme_augment(x_q, sq, run.aug_gen, normalize_blur=cfg.normalize_blur, mirror_flip=cfg.mirror_flip)
+    view_q = normal_augment(x_q, run.aug_gen)
+    view_k = normal_augment(x_k, run.aug_gen)
+    out = run.model(to_stream(view_e, stream, sq), to_stream(view_q, stream, sq), to_stream(view_k, stream, sk),
+                    q, k, mine=mine)
+    loss = out["loss"]
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.dist_info.enabled:
+        all_reduce_grads(run.params, run.dist_info.world_size)
+    run.optimizer.step()
+    return float(loss.detach())
+
+
+def _log_step(run: _Run, epoch: int, step: int, loss: float, lr: float, seconds: float, pair: tuple[str, str]) -> None:
+    """Throughput (smoothed samples/s), ETA and loss of the step that ended ``step`` (1-based) of ``epoch``."""
+    cfg, steps = run.config.pretrain, run.steps_per_epoch
+    inst = cfg.batch_size / max(seconds, 1e-9)
+    run.rate = inst if run.rate is None else 0.9 * run.rate + 0.1 * inst
+    remaining = (steps - step) + (cfg.epochs - epoch) * steps
+    if run.progress is not None:
+        run.progress("step", {"epoch": epoch, "epochs": cfg.epochs, "step": step, "steps": steps, "loss": loss,
+                              "lr": lr, "samples_per_s": run.rate, "eta_s": remaining * cfg.batch_size / run.rate,
+                              "pair": pair})
+    if run.log_scalar is not None and run.dist_info.is_main:
+        run.log_scalar(f"pretrain/{run.stream}/loss", loss, (epoch - 1) * steps + step)
+
+
+def _train_epoch(run: _Run, loader: Any, epoch: int, start_batch: int, interrupt: _Interrupt) -> dict[str, Any]:
+    """Train 1-based ``epoch`` from batch ``start_batch``; returns its history record.
+
+    A requested interrupt saves a checkpoint after the current step and raises KeyboardInterrupt.
+    """
+    cfg = run.config.pretrain
+    run.sampler.set_epoch(epoch, start_batch)
+    lr = cfg.lr_at(epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    mine = epoch > cfg.mining_epoch
+    t_epoch = time.perf_counter()
+    losses: list[float] = []
+    step = start_batch
+    for x_q, x_k, q, k in loader:
+        t0 = time.perf_counter()
+        value = _train_step(run, x_q, x_k, q, k, mine)
+        if not math.isfinite(value):
+            raise MsclrError(f"pretraining diverged (loss {value}) at epoch {epoch}, step {step}: lower "
+                             "the learning rate or check the cache for corrupt clips.")
+        losses.append(value)
+        step += 1
+        _log_step(run, epoch, step, value, lr, time.perf_counter() - t0, (q, k))
+        if interrupt.requested:
+            _save(run, epoch, step, False)
+            raise KeyboardInterrupt
+    return {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
+            "seconds": time.perf_counter() - t_epoch, "mining": mine}
+
+
+def _end_epoch(run: _Run, record: dict[str, Any]) -> None:
+    """Record, log and (every ``checkpoint_every`` epochs and at the end) checkpoint a finished epoch."""
+    cfg, epoch = run.config.pretrain, int(record["epoch"])
+    run.history.append(record)
+    if run.log_scalar is not None and run.dist_info.is_main:
+        run.log_scalar(f"pretrain/{run.stream}/epoch_loss", record["loss"], epoch)
+        run.log_scalar(f"pretrain/{run.stream}/lr", record["lr"], epoch)
+    complete = epoch == cfg.epochs
+    if epoch % cfg.checkpoint_every == 0 or complete:
+        _save(run, epoch + 1, 0, complete)
+    if run.progress is not None:
+        run.progress("epoch", dict(record, epochs=cfg.epochs))
 
 
 def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton], stream: str,
@@ -255,7 +365,8 @@ def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton]
         progress: optional callback ``(event, info)``; events ``start``, ``step`` (loss, lr, samples_per_s,
             eta_s), ``epoch``, ``checkpoint``.
         log_scalar: optional ``(tag, value, global_step)`` sink (TensorBoard).
-        dist_info: process-group facts (default: :func:`init_distributed`).
+        dist_info: process-group facts (default:
+            :func:`~msclr.pipeline.training.distributed.init_distributed`).
         handle_sigint: save a checkpoint on the first Ctrl-C (main thread, single process only).
 
     Returns:
@@ -264,162 +375,31 @@ def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton]
     Raises:
         CheckpointError: a checkpoint exists but ``resume`` is False, or it belongs to a different setup.
     """
-    import torch
-
-    cfg, mcfg = config.pretrain, config.model
     names = list(config.data.skeletons)
     missing = [n for n in names if n not in arrays or n not in skeletons]
     if missing:
         raise MsclrError(f"no training arrays / definitions for {missing}.")
     dist_info = dist_info or init_distributed(device)
-    dev = torch.device(device)
-    if dev.type == "cuda" and dist_info.enabled:
-        dev = torch.device("cuda", dist_info.local_rank)
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoints" / CHECKPOINT_NAME
-    n_clips = int(next(iter(arrays.values())).shape[0])
-    if any(int(a.shape[0]) != n_clips for a in arrays.values()):
-        raise MsclrError("training arrays of the conventions have different clip counts; rebuild them from one split.")
-
-    # -------- deterministic construction
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
-    skel_list = [skeletons[n] for n in names]
-    model = build_model(skel_list, mcfg, topk=cfg.topk).to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay)
-    sampler = PairBatchSampler(n_clips, names, cfg.batch_size, mode=cfg.pair_mode, seed=cfg.seed,
-                               rank=dist_info.rank, world_size=dist_info.world_size)
-    aug_gen = torch.Generator(device=dev)
-    aug_gen.manual_seed(cfg.seed * 7919 + 17 + 104729 * dist_info.rank)
-    if dist_info.enabled:
-        _broadcast_state(model)
-
-    start_epoch, start_batch, history = 1, 0, []
-    if ckpt_path.exists():
-        if not resume:
-            raise CheckpointError(f"{ckpt_path} already exists: pass --resume to continue that run, "
-                                  "or choose a new --out folder.")
-        state = load_checkpoint(ckpt_path, kind="pretrain", map_location="cpu")
-        diff = _config_mismatch(state.get("config", {}), config.to_dict())
-        if state.get("stream") != stream or diff:
-            raise CheckpointError(f"cannot resume {ckpt_path}: it was trained with different settings "
-                                  f"(stream {state.get('stream')!r} vs {stream!r}; {'; '.join(diff) or 'same config'}). "
-                                  "Use the same options, or a new --out folder.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        history = list(state.get("history", []))
-        start_epoch, start_batch = int(state["epoch"]), int(state["start_batch"])
-        if state.get("rng_rank") == dist_info.rank:
-            restore_rng(state["rng"])
-            aug_gen.set_state(state["aug_generator"].to(torch.uint8))
-        else:  # only rank 0's RNG is saved: other ranks derive fresh streams (DDP resume is not bitwise)
-            torch.manual_seed(cfg.seed + 1_000 * start_epoch + dist_info.rank)
-            aug_gen.manual_seed(cfg.seed * 7919 + 17 + 104729 * dist_info.rank + 1_000 * start_epoch)
-    total_epochs = cfg.epochs
-
-    def save(epoch: int, next_batch: int, complete: bool) -> None:
-        if not dist_info.is_main:
-            return
-        save_checkpoint(ckpt_path, {
-            "stream": stream, "conventions": names, "epoch": epoch, "start_batch": next_batch,
-            "complete": complete, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "sampler": {**sampler.state_dict(), "epoch": epoch, "start_batch": next_batch},
-            "rng": capture_rng(cuda=dev.type == "cuda"), "rng_rank": dist_info.rank,
-            "aug_generator": aug_gen.get_state(), "config": config.to_dict(), "history": history,
-        }, kind="pretrain")
-        if progress is not None:
-            progress("checkpoint", {"path": str(ckpt_path), "epoch": epoch, "start_batch": next_batch})
-
-    steps_per_epoch = len(sampler)
+    dev = _training_device(device, dist_info)
+    ckpt_path = Path(out_dir) / "checkpoints" / CHECKPOINT_NAME
+    n_clips = _clip_count(arrays)
+    run = _build_run(skeletons, stream, config, n_clips, dev, dist_info, ckpt_path)
+    start_epoch, start_batch = _resume(run, resume)
+    run.progress, run.log_scalar = progress, log_scalar
+    total_epochs = config.pretrain.epochs
     if progress is not None:
         progress("start", {"stream": stream, "epochs": total_epochs, "start_epoch": start_epoch,
-                           "steps_per_epoch": steps_per_epoch, "clips": n_clips, "conventions": names,
+                           "steps_per_epoch": run.steps_per_epoch, "clips": n_clips, "conventions": names,
                            "world_size": dist_info.world_size})
-    from torch.utils.data import DataLoader
-
-    dataset = PairBatchDataset(arrays)
-    # A private generator: the loader's per-iterator base seed must not consume the global torch RNG
-    # (otherwise a run resumed mid-epoch would draw one extra number and its dropout masks would shift).
-    loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.workers,
-                        pin_memory=dev.type == "cuda", persistent_workers=False,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    from msclr.models.augment import extreme_augment, normal_augment
-    from msclr.models.streams import to_stream
-
+    loader = _make_loader(arrays, run)
     interrupt = _Interrupt()
-    done_steps_total = 0
-    rate: float | None = None
-    model.train()
+    run.model.train()
     with interrupt.installed(handle_sigint and not dist_info.enabled):
-        epoch = start_epoch
-        while epoch <= total_epochs:
-            sampler.set_epoch(epoch, start_batch)
-            lr = cfg.lr_at(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            mine = epoch > cfg.mining_epoch
-            t_epoch = time.perf_counter()
-            losses: list[float] = []
-            step = start_batch
-            for x_q, x_k, q, k in loader:
-                t0 = time.perf_counter()
-                x_q = x_q.to(dev, non_blocking=True)
-                x_k = x_k.to(dev, non_blocking=True)
-                sq, sk = skeletons[q], skeletons[k]
-                view_e = extreme_augment(x_q, sq, aug_gen, normalize_blur=cfg.normalize_blur,
-                                         mirror_flip=cfg.mirror_flip)
-                view_q = normal_augment(x_q, aug_gen)
-                view_k = normal_augment(x_k, aug_gen)
-                out = model(to_stream(view_e, stream, sq), to_stream(view_q, stream, sq),
-                            to_stream(view_k, stream, sk), q, k, mine=mine)
-                loss = out["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if dist_info.enabled:
-                    _all_reduce_grads(params, dist_info.world_size)
-                optimizer.step()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise MsclrError(f"pretraining diverged (loss {value}) at epoch {epoch}, step {step}: lower "
-                                     "the learning rate or check the cache for corrupt clips.")
-                losses.append(value)
-                step += 1
-                done_steps_total += 1
-                dt = time.perf_counter() - t0
-                inst = cfg.batch_size / max(dt, 1e-9)
-                rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-                remaining = (steps_per_epoch - step) + (total_epochs - epoch) * steps_per_epoch
-                global_step = (epoch - 1) * steps_per_epoch + step
-                if progress is not None:
-                    progress("step", {"epoch": epoch, "epochs": total_epochs, "step": step,
-                                      "steps": steps_per_epoch, "loss": value, "lr": lr, "samples_per_s": rate,
-                                      "eta_s": remaining * cfg.batch_size / rate, "pair": (q, k)})
-                if log_scalar is not None and dist_info.is_main:
-                    log_scalar(f"pretrain/{stream}/loss", value, global_step)
-                if interrupt.requested:
-                    save(epoch, step, False)
-                    raise KeyboardInterrupt
-            seconds = time.perf_counter() - t_epoch
-            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-                      "seconds": seconds, "mining": mine}
-            history.append(record)
-            if log_scalar is not None and dist_info.is_main:
-                log_scalar(f"pretrain/{stream}/epoch_loss", record["loss"], epoch)
-                log_scalar(f"pretrain/{stream}/lr", lr, epoch)
+        for epoch in range(start_epoch, total_epochs + 1):
+            _end_epoch(run, _train_epoch(run, loader, epoch, start_batch, interrupt))
             start_batch = 0
-            complete = epoch == total_epochs
-            if epoch % cfg.checkpoint_every == 0 or complete:
-                save(epoch + 1, 0, complete)
-            if progress is not None:
-                progress("epoch", dict(record, epochs=total_epochs))
-            epoch += 1
-    encoder = model.encoder_q
-    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    return PretrainResult(state, total_epochs, history, ckpt_path if dist_info.is_main else None, model)
+    state = {k: v.detach().cpu().clone() for k, v in run.model.encoder_q.state_dict().items()}
+    return PretrainResult(state, total_epochs, run.history, ckpt_path if dist_info.is_main else None, run.model)
 
 
 def load_pretrained_encoder(checkpoint: str | Path) -> dict[str, Any]:
@@ -429,5 +409,4 @@ def load_pretrained_encoder(checkpoint: str | Path) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
 
 
-__all__ = ["DistInfo", "init_distributed", "build_encoder", "build_model", "PairBatchDataset", "PretrainResult",
-           "pretrain", "load_pretrained_encoder", "CHECKPOINT_NAME"]
+__all__ = ["PretrainResult", "pretrain", "load_pretrained_encoder", "CHECKPOINT_NAME"]

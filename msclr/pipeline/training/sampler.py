@@ -4,7 +4,7 @@ Every batch holds ONE (query, key) convention pair and a list of clip indices; a
 (query extreme, query normal, key normal) come from the same clips.
 
 Epoch = every clip once per convention: ``len(conventions) * num_clips`` item slots (the reference's
-"extended training iterations", method.md §5), shuffled, cut into batches with ``drop_last``; slot ``i``
+"extended training iterations"), shuffled, cut into batches with ``drop_last``; slot ``i``
 uses clip ``i mod num_clips``.
 
 Pair modes:
@@ -14,9 +14,9 @@ Pair modes:
 - ``half_random``: a fair coin puts the *anchor* convention (the first one) on the query or the key side; the
   other side is uniform over all conventions.
 
-Deviation from the reference (its mistake #3, method.md §14): the reference draws the pair once per DataLoader
-*worker* per epoch inside ``worker_init_fn`` (at most ``num_workers`` distinct pairs per epoch, behaviour that
-depends on the worker count, and a crash with 0 workers).  Here the pair is drawn per *batch* in the main
+Deviation from the reference: the reference draws the pair once per DataLoader *worker* per epoch inside
+``worker_init_fn`` (at most ``num_workers`` distinct pairs per epoch, behaviour that depends on the worker
+count, and a crash with 0 workers).  Here the pair is drawn per *batch* in the main
 process from an explicit generator, so the marginal distribution is the same but the draw is independent of
 the worker count and works with ``num_workers=0``.
 
@@ -31,8 +31,9 @@ ranks process the same (q, k) at each step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -169,4 +170,27 @@ class PairBatchSampler:
         yield from self.batches()[self.start_batch:]
 
 
-__all__ = ["PairBatch", "PairBatchSampler"]
+class PairBatchDataset:
+    """Map-style dataset indexed by :class:`PairBatch`: returns ``(x_q, x_k, q, k)`` CPU tensors.
+
+    ``x_q``: (B, 3, T, V_q, M) raw clips in the query convention, ``x_k``: (B, 3, T, V_k, M) the same clips in
+    the key convention.  Used with ``DataLoader(dataset, sampler=PairBatchSampler, batch_size=None)`` so the
+    pair is decided in the main process whatever the number of workers.
+    """
+
+    def __init__(self, arrays: Mapping[str, Any]) -> None:
+        import torch
+
+        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}
+
+    def __getitem__(self, batch: PairBatch) -> tuple[Any, Any, str, str]:
+        import torch
+
+        idx = torch.from_numpy(batch.indices)
+        return self.arrays[batch.query][idx], self.arrays[batch.key][idx], batch.query, batch.key
+
+    def __len__(self) -> int:  # pragma: no cover - DataLoader with a sampler does not need it
+        return next(iter(self.arrays.values())).shape[0]
+
+
+__all__ = ["PairBatch", "PairBatchSampler", "PairBatchDataset"]
