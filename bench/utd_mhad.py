@@ -257,8 +257,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from msclr.pipeline.config import resolve_config
     from msclr.console import TrainProgress as ConsoleProgress
+    from msclr.pipeline.config import resolve_config
     from msclr.pipeline.train import train_run
 
     data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"

@@ -38,11 +38,6 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def not_built(feature: str) -> None:
-    """Exit non-zero for a command that this version does not implement yet."""
-    raise click.ClickException(f"`msclr {feature}` is not built yet in msclr {__version__}.")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="msclr")
 def cli() -> None:
@@ -199,13 +194,6 @@ def extract(ctx: click.Context, videos: tuple[str, ...], out: str, extractor: st
 @cli.group(name="import")
 def import_() -> None:
     """Import existing skeleton datasets (NTU .skeleton files, pyskl pickles) into a cache."""
-
-
-def tune_malloc() -> None:
-    """glibc allocator settings for CPU training (msclr.pipeline.training.cpu_tuning), imported only when used."""
-    from msclr.pipeline.training.cpu_tuning import tune_malloc as tune
-
-    tune()
 
 
 @import_.command(name="ntu")
@@ -408,6 +396,7 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
     from msclr.console import TrainProgress, console, note, print_metrics
     from msclr.pipeline.config import resolve_config
     from msclr.pipeline.train import train_run
+    from msclr.pipeline.training.cpu_tuning import tune_malloc
 
     config, notes = resolve_config(recipe, skeletons=skeletons, stream=stream, split=split, epochs=epochs,
                                    batch_size=batch_size, seed=seed, linear_epochs=linear_epochs, workers=workers)
@@ -417,7 +406,7 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
         device = "cuda" if torch.cuda.is_available() else "cpu"
     err = console(stderr=True)
     if device == "cpu":
-        tune_malloc()
+        tune_malloc()  # glibc allocator settings for CPU training
     for text in notes:
         note(text, out=err)
     with TrainProgress(err, quiet=quiet) as progress:
@@ -516,10 +505,11 @@ def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: in
     """
     from msclr.console import TrainProgress, console, print_demo
     from msclr.pipeline.demo import run_demo
+    from msclr.pipeline.training.cpu_tuning import tune_malloc
 
     err = console(stderr=True)
     if device == "cpu":
-        tune_malloc()
+        tune_malloc()  # glibc allocator settings for CPU training
     err.print("[bold]msclr demo[/bold]: the data are SYNTHETIC (generated here, nothing is downloaded).")
     try:
         with TrainProgress(err, quiet=True) as progress:

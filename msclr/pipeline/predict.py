@@ -32,7 +32,7 @@ extracts ``ntu_kinect_25`` (NTU's Kinect ground truth) or ``kinect_v1_20`` from 
 
 **Serving an NTU-Kinect model from video** (:data:`SERVED_BY`): a run trained on ``ntu_kinect_25``
 is fed MeTRAbs' ``kinectv2_25`` in its place.  ``kinectv2_25`` is regressed from MeTRAbs' joints by an
-affine map fitted on NTU RGB+D Kinect ground truth (``reference/skeletons.md`` §3), and the two
+affine map fitted on NTU RGB+D Kinect ground truth (MeTRAbs' skeleton definitions), and the two
 share the index order joint by joint, so the arrays are passed unchanged (index v -> index v):
 
 ====  ===============  ==============  ====  ===============  ==============
@@ -56,8 +56,8 @@ share the index order joint by joint, so the arrays are passed unchanged (index 
 The graphs differ only in the hand edges (NTU: HandTip-Thumb-Hand; ``kinectv2_25``: HandTip on Hand,
 Thumb on Wrist); the model uses its own (NTU) graph and centre (20) on the substituted joints.
 :func:`substitute_compatible` checks at run time that the two definitions have the same joint count
-and the same left/right flip permutation.  **Left/right caveat** (``reference/skeletons.md`` §3,
-unverified): PosePile's NTU loader names NTU's raw "ShoulderLeft" ``rsho``; if the affine map was
+and the same left/right flip permutation.  **Left/right caveat** (unverified on the
+real model): PosePile's NTU loader names NTU's raw "ShoulderLeft" ``rsho``; if the affine map was
 fitted with that naming, ``kinectv2_25[4]`` corresponds to NTU raw index 8 and every left/right block
 is swapped (4-7 <-> 8-11, 12-15 <-> 16-19, 21-22 <-> 23-24) with respect to what an NTU-trained model
 saw.  Lateral actions (e.g. "wave right hand") could then be confused with their mirror class; compare
@@ -373,62 +373,20 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
         MsclrError: none of the run's conventions is given, or joint counts do not match.
     """
     from msclr.models.fusion import softmax
-    from msclr.pipeline.preprocess import EmptyClipError, preprocess_clip
 
     trained = open_run(run, device=device) if isinstance(run, str | Path) else run
     info = trained.info
     model_convs = list(info.conventions)
     used = _resolve_inputs(model_convs, trained.skeletons, poses_by_convention)
     notes: list[str] = []
-    m = info.preprocessing.max_persons
-    options = info.preprocessing.clip_options()
-    inputs: dict[str, np.ndarray] = {}
-    frames = persons = 0
-    for conv, source in used.items():
-        skel = trained.skeletons[conv]
-        arr = np.asarray(poses_by_convention[source], dtype=np.float32)
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise MsclrError(f"poses of {source} must be (T, M, V, 3), got shape {arr.shape}.")
-        if arr.shape[2] != skel.num_joints:
-            raise MsclrError(f"poses of {source} have {arr.shape[2]} joints but the run's {conv} has "
-                             f"{skel.num_joints}; pass the convention the poses are in.")
-        if source != conv:
-            from msclr.skeletons import get_skeleton
-
-            if not substitute_compatible(skel, get_skeleton(source)):
-                raise MsclrError(f"{source} cannot stand in for {conv} (different joints or left/right pairs).")
-            notes.append(f"{conv} served by {source} (same joint order; see `msclr predict --help`)")
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-        frames = max(frames, arr.shape[0])
-        persons = max(persons, int(np.any(arr != 0, axis=(0, 2, 3)).sum()))
-        try:
-            sample = preprocess_clip(_fit_persons(arr, m), skel, **options)
-        except EmptyClipError:
-            raise NoPersonError(f"nobody in the clip: no frame of its {source} skeletons holds a person "
-                                f"({arr.shape[0]} frames); use a clip that shows a person's body.") from None
-        inputs[conv] = sample[None]
+    inputs, frames, persons = _model_inputs(trained, used, poses_by_convention, notes)
     missing = [c for c in model_convs if c not in used]
     if missing:
         notes.append(f"ensemble without {', '.join(missing)} (not given)")
     scores = trained.scores(inputs)
     streams = list(scores["streams"])
-    final = np.asarray(scores["final"], dtype=np.float64)[0]
-    if len(streams) > 1:
-        mode = info.fusion.mode
-        weights = info.fusion.weights
-        final = final / sum(float(weights[s]) for s in streams)
-        how = "weighted mean over streams (fusion weights normalised) of "
-    else:
-        mode = info.ensemble_mode
-        how = ""
-    several = len(inputs) > 1
-    if mode == "logits":
-        probs = softmax(final)
-        score = ("softmax, for display, of the " + how + ("mean of the classifiers' logits" if several else
-                                                          "classifier's logits") + " (the run averages logits)")
-    else:
-        probs = final
-        score = how + ("mean of the classifiers' softmax probabilities" if several else "softmax probabilities")
+    probs, score = _display_probabilities(info, streams, np.asarray(scores["final"], dtype=np.float64)[0],
+                                          several=len(inputs) > 1)
     classes = trained.classes
     order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(classes)))]
     top = [{"rank": r + 1, "label": int(i), "class": classes[i], "probability": float(probs[i])}
@@ -441,8 +399,61 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
             best = int(np.argmax(p))
             per_model[stream][conv] = {"class": classes[best], "label": best, "probability": float(p[best])}
     return Prediction(classes=classes, probabilities=probs, top=top, score=score, conventions=used,
-                      streams=streams, per_model=per_model, frames=frames, persons=persons, max_persons=m,
+                      streams=streams, per_model=per_model, frames=frames, persons=persons,
+                      max_persons=info.preprocessing.max_persons,
                       run=str(run) if isinstance(run, str | Path) else "", notes=notes)
+
+
+def _model_inputs(trained: TrainedRun, used: Mapping[str, str], poses_by_convention: Mapping[str, np.ndarray],
+                  notes: list[str]) -> tuple[dict[str, np.ndarray], int, int]:
+    """Check and preprocess the poses fed to each model convention: (inputs (1, 3, T, V, M), frames, persons)."""
+    from msclr.pipeline.preprocess import EmptyClipError, preprocess_clip
+    from msclr.skeletons import get_skeleton
+
+    m = trained.info.preprocessing.max_persons
+    options = trained.info.preprocessing.clip_options()
+    inputs: dict[str, np.ndarray] = {}
+    frames = persons = 0
+    for conv, source in used.items():
+        skel = trained.skeletons[conv]
+        arr = np.asarray(poses_by_convention[source], dtype=np.float32)
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise MsclrError(f"poses of {source} must be (T, M, V, 3), got shape {arr.shape}.")
+        if arr.shape[2] != skel.num_joints:
+            raise MsclrError(f"poses of {source} have {arr.shape[2]} joints but the run's {conv} has "
+                             f"{skel.num_joints}; pass the convention the poses are in.")
+        if source != conv:
+            if not substitute_compatible(skel, get_skeleton(source)):
+                raise MsclrError(f"{source} cannot stand in for {conv} (different joints or left/right pairs).")
+            notes.append(f"{conv} served by {source} (same joint order; see `msclr predict --help`)")
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        frames = max(frames, arr.shape[0])
+        persons = max(persons, int(np.any(arr != 0, axis=(0, 2, 3)).sum()))
+        try:
+            sample = preprocess_clip(_fit_persons(arr, m), skel, **options)
+        except EmptyClipError:
+            raise NoPersonError(f"nobody in the clip: no frame of its {source} skeletons holds a person "
+                                f"({arr.shape[0]} frames); use a clip that shows a person's body.") from None
+        inputs[conv] = sample[None]
+    return inputs, frames, persons
+
+
+def _display_probabilities(info: RunInfo, streams: list[str], final: np.ndarray, *,
+                           several: bool) -> tuple[np.ndarray, str]:
+    """The fused (C,) score as probabilities that sum to 1, and a sentence saying how they were obtained."""
+    from msclr.models.fusion import softmax
+
+    if len(streams) > 1:
+        mode = info.fusion.mode
+        final = final / sum(float(info.fusion.weights[s]) for s in streams)
+        how = "weighted mean over streams (fusion weights normalised) of "
+    else:
+        mode = info.ensemble_mode
+        how = ""
+    if mode == "logits":
+        return softmax(final), ("softmax, for display, of the " + how + (
+            "mean of the classifiers' logits" if several else "classifier's logits") + " (the run averages logits)")
+    return final, how + ("mean of the classifiers' softmax probabilities" if several else "softmax probabilities")
 
 
 # ----------------------------------------------------------------------------- from a video

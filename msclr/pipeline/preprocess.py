@@ -1,6 +1,6 @@
 """Fixed-length clips for the encoder: (T, M, V, 3) poses -> (3, length, V, M), 50 frames by default.
 
-This is the reference's 300 -> 50 frame step (``feeder/preprocess_ntu.py``, method.md §4.2)
+This is the authors' 300 -> 50 frame step (their ``feeder/preprocess_ntu.py``; see docs/method.md)
 generalised to any skeleton convention and any number of persons M.  Per clip, in this order:
 
 1. **Valid frames.**  ``valid="located"`` (default) keeps the frames where *any* person is

@@ -29,7 +29,10 @@ from pathlib import Path
 
 from msclr.errors import CacheError
 from msclr.files import fsync_dir
-from msclr.pipeline.cache import SEGMENTS, Cache, CacheWriter, _segment_paths
+from msclr.pipeline.cache.manifest import SEGMENTS
+from msclr.pipeline.cache.reader import Cache
+from msclr.pipeline.cache.segments import segment_paths
+from msclr.pipeline.cache.writer import CacheWriter
 
 COMPACT_WRITER_ID = "compact"
 _NS_PREFIX = re.compile(r"(\d{20})-")
@@ -90,7 +93,7 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
             "to this cache, or one was killed. Let running writers finish (a rerun of the killed extract or "
             "import removes its own leftovers), then compact again"
         )
-    old = _segment_paths(root)
+    old = segment_paths(root)
     bytes_before = sum(p.stat().st_size for p in old)
     # every committed record (any status), latest version of each name, in storage order
     names = cache.storage_order(list(cache.statuses()))
@@ -112,7 +115,7 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
     for path in old:
         path.unlink(missing_ok=True)
     fsync_dir(root / SEGMENTS)
-    new = _segment_paths(root)
+    new = segment_paths(root)
     return CompactReport(clips=len(names), segments_before=len(old), segments_after=len(new),
                          bytes_before=bytes_before, bytes_after=sum(p.stat().st_size for p in new),
                          seconds=time.perf_counter() - t0)

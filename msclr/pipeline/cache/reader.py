@@ -24,7 +24,14 @@ import numpy as np
 from msclr.errors import CacheError
 from msclr.pipeline.cache import seal as segment_seal
 from msclr.pipeline.cache.clip import INT_FIELDS, STR_FIELDS, Clip, ClipStatus
-from msclr.pipeline.cache.manifest import AXES, MANIFEST, UNITS, manifest_skeletons, read_manifest, read_splits
+from msclr.pipeline.cache.manifest import (
+    AXES,
+    MANIFEST,
+    UNITS,
+    manifest_skeletons,
+    read_manifest,
+    read_splits,
+)
 from msclr.pipeline.cache.segments import Rows, Segment, SegmentIndex
 from msclr.skeletons import Skeleton
 

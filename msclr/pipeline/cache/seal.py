@@ -29,7 +29,7 @@ the pose ranges, which reads the whole file.
 Segments written before seals existed start with the HDF5 signature at byte 0; they are read unchecked.
 
 No HDF5 here: :func:`seal` works on the finished file image, :func:`verify` on the file with plain reads.  The
-writer gives the pose ranges; :mod:`msclr.pipeline.cache` cross-checks them against the ranges HDF5 reports
+writer gives the pose ranges; :mod:`msclr.pipeline.cache.segments` cross-checks them against the ranges HDF5 reports
 after opening.
 """
 

@@ -346,27 +346,19 @@ def _concat_rows(clips: list[Clip], offsets: np.ndarray, max_persons: int) -> tu
     return scores, frame_indices
 
 
-def _write_poses(f: Any, clips: list[Clip], skeletons: Mapping[str, Skeleton], max_persons: int, total: int,
-                 compression: str | None) -> list[tuple[int, int]]:
-    """Write ``/poses/<convention>`` of ``clips``; the (offset, bytes) of the raw pose data in the file."""
+def _pose_data(clips: list[Clip], conv: str, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """The ``(sum T, M, V, 3)`` poses of the ok ``clips`` for one convention, one clip after the other."""
     ok = [c for c in clips if c.poses]
-    group = f.create_group("poses")
-    pose_ranges: list[tuple[int, int]] = []
-    for conv, skel in skeletons.items():
-        shape = (total, max_persons, skel.num_joints, 3)
-        data = np.concatenate([c.poses[conv] for c in ok]) if ok else np.zeros(shape, np.float32)
-        kwargs: dict[str, Any] = {}
-        if compression is not None and total > 0:
-            row_bytes = max_persons * skel.num_joints * 3 * 4
-            kwargs = {"compression": compression,
-                      "chunks": (max(1, min(total, (1 << 20) // row_bytes)), max_persons, skel.num_joints, 3)}
-        ds = group.create_dataset(conv, data=data, **kwargs)
-        if (span := raw_range(ds)) is not None:
-            pose_ranges.append(span)
-        ds.attrs["skeleton"] = conv
-        ds.attrs["units"] = UNITS
-        ds.attrs["axes"] = AXES
-    return pose_ranges
+    return np.concatenate([c.poses[conv] for c in ok]) if ok else np.zeros(shape, np.float32)
+
+
+def _chunking(shape: tuple[int, int, int, int], compression: str | None) -> dict[str, Any]:
+    """``create_dataset`` options of a pose dataset: ~1 MiB chunks when compressed, else contiguous."""
+    total, m, v, _ = shape
+    if compression is None or total == 0:
+        return {}
+    row_bytes = m * v * 3 * 4
+    return {"compression": compression, "chunks": (max(1, min(total, (1 << 20) // row_bytes)), m, v, 3)}
 
 
 def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_persons: int, writer_id: str,
@@ -391,7 +383,19 @@ def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_per
         f.attrs["writer_id"] = writer_id
         f.attrs["clips"] = len(clips)
         f["meta"] = _meta_json(clips, offsets)
-        pose_ranges = _write_poses(f, clips, skeletons, max_persons, int(offsets[-1]), compression)
+        group = f.create_group("poses")
+        pose_ranges: list[tuple[int, int]] = []
+        for conv, skel in skeletons.items():
+            # HDF5 places a compressed dataset's chunks when the dataset is closed: when ``ds`` is rebound
+            # to the next convention's dataset (after creating it, before its attributes) and, for the
+            # last, with the file.  Keep this sequence, or the bytes of compressed segments change.
+            shape = (int(offsets[-1]), max_persons, skel.num_joints, 3)
+            ds = group.create_dataset(conv, data=_pose_data(clips, conv, shape), **_chunking(shape, compression))
+            if (span := raw_range(ds)) is not None:
+                pose_ranges.append(span)
+            ds.attrs["skeleton"] = conv
+            ds.attrs["units"] = UNITS
+            ds.attrs["axes"] = AXES
         f.create_dataset("scores", data=scores)
         f.create_dataset("frame_indices", data=frame_indices)
     buffer = image.getbuffer()

@@ -1,7 +1,7 @@
 """NTU RGB+D 60 / 120 facts: sample names, labels, evaluation splits, class names, missing samples.
 
 Sample names look like ``S001C002P003R002A013`` (setup, camera, performer, replication, action;
-``shared/reference/ntu.md`` §1).  They are parsed from the **basename** with a regex anchored at
+each a zero-padded number, as the NTU RGB+D release names its files).  They are parsed from the **basename** with a regex anchored at
 its start, so a directory called ``S...`` can never be mistaken for the sample (hang-rui/STA-GCN#2).
 Labels are 0-based (A001 -> 0).
 

@@ -1,6 +1,6 @@
 """Reader for NTU RGB+D ``.skeleton`` text files and the choice of up to two bodies.
 
-File format (``shared/reference/ntu.md`` §6; shahroudy/NTURGB-D:Matlab/read_skeleton_file.m),
+File format (as read by the dataset's own shahroudy/NTURGB-D:Matlab/read_skeleton_file.m),
 whitespace-separated, one record per line::
 
     frameCount

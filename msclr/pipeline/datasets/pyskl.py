@@ -1,6 +1,6 @@
 """The pyskl / mmaction2 3D skeleton annotation pickle: validated reading and atomic writing.
 
-Format (``shared/reference/ntu.md`` §8; kennymckormick/pyskl:tools/data/README.md)::
+Format (as documented in kennymckormick/pyskl:tools/data/README.md)::
 
     {"split": {"xsub_train": [frame_dir, ...], ...},
      "annotations": [{"frame_dir": str, "label": int (0-based),
@@ -165,7 +165,18 @@ def read_annotations(
     skel = get_skeleton(skeleton)
     if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
         raise MsclrError(f"--scale must be a positive number (1 for metres, 0.001 for millimetres), got {scale!r}")
-    data = safe_load(path)
+    raw_anns, splits = _split_file(path, safe_load(path))
+    annotations: list[Annotation] = []
+    seen: set[str] = set()
+    for i, ann in enumerate(raw_anns):
+        annotations.append(_check_annotation(path, i, ann, skel, scale, seen))
+        if progress is not None:
+            progress(i + 1, len(raw_anns))
+    return AnnotationFile(path, annotations, splits)
+
+
+def _split_file(path: Path, data: Any) -> tuple[list[Any], dict[str, list[str]]]:
+    """The raw annotation list and the validated splits of a loaded annotation file."""
     if isinstance(data, list):
         raw_anns, raw_split = data, {}
     elif isinstance(data, Mapping) and "annotations" in data:
@@ -190,48 +201,46 @@ def read_annotations(
         ):
             raise ImportFormatError(f"{path}: split {_show(key)} must map a name to a list of frame_dir strings")
         splits[key] = list(names)
+    return raw_anns, splits
 
-    annotations: list[Annotation] = []
-    seen: set[str] = set()
-    for i, ann in enumerate(raw_anns):
-        where = f"annotation {i}"
-        if not isinstance(ann, Mapping):
-            raise _fail(path, where, f"expected a dict, found {type(ann).__name__}")
-        name = ann.get("frame_dir")
-        if not isinstance(name, str) or not name or not _CLIP_NAME_RE.fullmatch(name) or name != name.strip():
-            raise _fail(path, where, f"'frame_dir' must be a non-empty name without '/' or control "
-                                     f"characters, found {_show(name)}")
-        where = f"annotation {i} ({name})"
-        if name in seen:
-            raise _fail(path, where, "duplicate frame_dir; every sample needs a unique name")
-        seen.add(name)
-        label = _as_int(ann.get("label"))
-        if label is None or not 0 <= label <= MAX_LABEL:
-            raise _fail(path, where, f"'label' must be a 0-based class index (0..{MAX_LABEL}), found "
-                                     f"{_show(ann.get('label'))}")
-        kp = _check_keypoint(path, where, ann, skel)
-        total = ann.get("total_frames")
-        if total is not None and _as_int(total) != kp.shape[1]:
-            raise _fail(path, where, f"'total_frames' is {_show(total)} but 'keypoint' has T={kp.shape[1]} frames")
-        metres = _to_metres(kp, scale)
-        if not np.isfinite(metres).all():
-            raise _fail(path, where, "'keypoint' contains NaN or infinite values")
-        peak = float(np.abs(metres).max())
-        del metres
-        if peak > MAX_ABS_METRES:
-            raise _fail(path, where, f"coordinates reach {peak:.0f} after --scale {scale:g}, but msclr stores "
-                                     "metres; for millimetres pass --scale 0.001")
-        frame_inds = ann.get("frame_inds")
-        if isinstance(frame_inds, np.ndarray) and frame_inds.shape == (kp.shape[1],) and np.issubdtype(
-            frame_inds.dtype, np.integer
-        ):
-            frame_inds = frame_inds.astype(np.int64)
-        else:
-            frame_inds = None
-        annotations.append(Annotation(name, label, kp, scale, frame_inds))
-        if progress is not None:
-            progress(i + 1, len(raw_anns))
-    return AnnotationFile(path, annotations, splits)
+
+def _check_annotation(path: Path, i: int, ann: Any, skel: Skeleton, scale: float, seen: set[str]) -> Annotation:
+    """Validate annotation ``i`` (name unique in ``seen``, label, keypoint shape and units)."""
+    where = f"annotation {i}"
+    if not isinstance(ann, Mapping):
+        raise _fail(path, where, f"expected a dict, found {type(ann).__name__}")
+    name = ann.get("frame_dir")
+    if not isinstance(name, str) or not name or not _CLIP_NAME_RE.fullmatch(name) or name != name.strip():
+        raise _fail(path, where, f"'frame_dir' must be a non-empty name without '/' or control "
+                                 f"characters, found {_show(name)}")
+    where = f"annotation {i} ({name})"
+    if name in seen:
+        raise _fail(path, where, "duplicate frame_dir; every sample needs a unique name")
+    seen.add(name)
+    label = _as_int(ann.get("label"))
+    if label is None or not 0 <= label <= MAX_LABEL:
+        raise _fail(path, where, f"'label' must be a 0-based class index (0..{MAX_LABEL}), found "
+                                 f"{_show(ann.get('label'))}")
+    kp = _check_keypoint(path, where, ann, skel)
+    total = ann.get("total_frames")
+    if total is not None and _as_int(total) != kp.shape[1]:
+        raise _fail(path, where, f"'total_frames' is {_show(total)} but 'keypoint' has T={kp.shape[1]} frames")
+    metres = _to_metres(kp, scale)
+    if not np.isfinite(metres).all():
+        raise _fail(path, where, "'keypoint' contains NaN or infinite values")
+    peak = float(np.abs(metres).max())
+    del metres
+    if peak > MAX_ABS_METRES:
+        raise _fail(path, where, f"coordinates reach {peak:.0f} after --scale {scale:g}, but msclr stores "
+                                 "metres; for millimetres pass --scale 0.001")
+    frame_inds = ann.get("frame_inds")
+    if isinstance(frame_inds, np.ndarray) and frame_inds.shape == (kp.shape[1],) and np.issubdtype(
+        frame_inds.dtype, np.integer
+    ):
+        frame_inds = frame_inds.astype(np.int64)
+    else:
+        frame_inds = None
+    return Annotation(name, label, kp, scale, frame_inds)
 
 
 def annotation_to_clip(ann: Annotation, *, convention: str, max_persons: int, source: str = "") -> Clip:

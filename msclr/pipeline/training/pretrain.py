@@ -91,7 +91,7 @@ class PretrainResult:
         encoder_state: ``encoder_q``'s state dict (CPU tensors): per-skeleton ``data_bn`` /
             ``edge_importance`` / adjacency, shared blocks and the MLP head.
         epochs: epochs completed.
-        history: per-epoch dicts (epoch, loss, lr, seconds, samples_per_s).
+        history: per-epoch dicts (epoch, loss, lr, seconds, mining).
         checkpoint: path of the last checkpoint (None on ranks other than 0).
         model: the trained :class:`~msclr.models.aimclr.MSAimCLR` (both encoders, queue), on its device.
     """

@@ -1,4 +1,4 @@
-"""Evaluation reports: confusion matrices, per-class accuracy, the accuracy table and a confusion-matrix PNG.
+"""Evaluation reports: confusion matrices, per-class accuracy, the accuracy table's rows, a confusion-matrix PNG.
 
 The PNG is drawn with numpy + OpenCV (no matplotlib): one cell per (true, predicted) class pair, shaded by the
 row-normalised rate, class indices on the axes and, for up to 30 classes, the class names on the left.
@@ -98,29 +98,4 @@ def table_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_table(metrics: Mapping[str, Any]):  # -> rich.table.Table
-    """A rich table of :func:`table_rows` with the evaluation protocol in the caption."""
-    from rich.table import Table
-
-    table = Table(title="Linear evaluation (frozen encoder, last epoch, test split)")
-    table.add_column("stream")
-    table.add_column("model")
-    table.add_column("top-1 %", justify="right")
-    table.add_column("top-5 %", justify="right")
-    rows = table_rows(metrics)
-    with_best = any(r.get("best_top1") is not None for r in rows)
-    if with_best:
-        table.add_column("best top-1 % (test-set selection)", justify="right")
-    for row in rows:
-        cells = [row["stream"], row["model"], f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
-        if with_best:
-            cells.append("" if row.get("best_top1") is None else f"{row['best_top1']:.2f}")
-        table.add_row(*cells)
-    info = metrics.get("protocol", {})
-    if info:
-        table.caption = (f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
-                         f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}")
-    return table
-
-
-__all__ = ["confusion_matrix", "per_class_accuracy", "draw_confusion_png", "table_rows", "render_table"]
+__all__ = ["confusion_matrix", "per_class_accuracy", "draw_confusion_png", "table_rows"]
