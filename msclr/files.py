@@ -128,3 +128,53 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, map_location: 
     if kind is not None and state.get("kind") != kind:
         raise CheckpointError(f"{path} is a {state.get('kind')!r} checkpoint, expected {kind!r}.")
     return state
+
+
+# ------------------------------------------------------- foreign weights
+def load_state_file(path: str | Path) -> dict[str, Any]:
+    """Tensors of a checkpoint file, read safely (``weights_only=True``).
+
+    Accepts a bare state dict or a dict holding one under ``state_dict`` / ``model`` / ``model_state``.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt / .pth file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
+        raise CheckpointError(
+            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(err).__name__}: {err}); msclr never "
+            "unpickles arbitrary objects - re-save the state dict alone with torch.save(model.state_dict(), path)"
+        ) from None
+    return _tensor_dict(obj, str(path))
+
+
+def _tensor_dict(obj: Any, origin: str) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state"):
+            if key in obj and isinstance(obj[key], Mapping):
+                return _tensor_dict(obj[key], origin)
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and _is_tensor(v)}
+        if tensors:
+            return tensors
+    raise CheckpointError(f"{origin} holds no state dict (a mapping of names to tensors)")
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def load_reference_encoder(path: str | Path, encoder: Any, **kwargs: Any) -> Any:
+    """Read a reference checkpoint file (safely) and load it into ``encoder``; returns the encoder.
+
+    Keyword arguments are those of :func:`msclr.models.convert.convert_encoder_state_dict`.
+    """
+    from msclr.models.convert import convert_encoder_state_dict
+
+    converted = convert_encoder_state_dict(load_state_file(path), encoder, **kwargs)
+    encoder.load_state_dict(converted)
+    return encoder

@@ -180,7 +180,7 @@ def test_partials_ignored_and_stale_ones_removed(tmp_path: Path) -> None:
     root = tmp_path / "c"
     write(root, [make_clip(0)], writer_id="w1")
     seg_dir = root / "segments"
-    from msclr.pipeline.cache import _host
+    from msclr.pipeline.cache.diskio import host_tag as _host
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -301,7 +301,7 @@ def test_same_settings_reopen_and_conflicts(tmp_path: Path) -> None:
 
 
 def test_concurrent_manifest_creation_identical(tmp_path: Path) -> None:
-    from msclr.pipeline.cache import _create_exclusive
+    from msclr.pipeline.cache.diskio import create_exclusive as _create_exclusive
 
     path = tmp_path / "m.json"
     assert _create_exclusive(path, "one")

@@ -16,13 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from msclr.errors import CheckpointError
+from msclr.files import load_reference_encoder, load_state_file
 from msclr.models.aimclr import MSAimCLR
-from msclr.models.convert import (
-    convert_aimclr_state_dict,
-    convert_encoder_state_dict,
-    load_reference_encoder,
-    load_state_file,
-)
+from msclr.models.convert import convert_aimclr_state_dict, convert_encoder_state_dict
 from msclr.models.graph import skeleton_partition
 from msclr.models.stgcn import MultiSkeletonSTGCN
 

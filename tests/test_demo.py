@@ -17,8 +17,8 @@ from msclr.cli import cli
 def test_quick_demo_beats_chance(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from msclr.pipeline.datasets.synthetic import ACTIONS
     from msclr.console import print_demo
+    from msclr.pipeline.datasets.synthetic import ACTIONS
     from msclr.pipeline.demo import CONVENTIONS, QUICK, run_demo
     from msclr.pipeline.predict import predict_skeletons
 

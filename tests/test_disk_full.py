@@ -36,8 +36,8 @@ from click.testing import CliRunner
 
 from msclr.cli import cli
 from msclr.extractors.video import write_video
-from msclr.pipeline import cache as cache_module
 from msclr.pipeline.cache import Cache
+from msclr.pipeline.cache import writer as cache_module
 
 REPO = Path(__file__).resolve().parents[1]
 SKELETONS = "smpl_24,smplx_42"
@@ -131,7 +131,7 @@ def test_file_size_limit_in_a_child_process(tmp_path: Path, videos: Path, standi
 def test_enospc_while_committing(tmp_path: Path, videos: Path, standin: Path, reference: dict,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "cache"
-    real_fsync = cache_module._fsync_file
+    real_fsync = cache_module.fsync_file
     calls: list[Path] = []
 
     def fsync_until_full(path: Path) -> None:
@@ -141,7 +141,7 @@ def test_enospc_while_committing(tmp_path: Path, videos: Path, standin: Path, re
         real_fsync(path)
 
     with monkeypatch.context() as m:
-        m.setattr(cache_module, "_fsync_file", fsync_until_full)
+        m.setattr(cache_module, "fsync_file", fsync_until_full)
         result = CliRunner().invoke(cli, _args(videos, out, standin))
     assert result.exit_code == 1, result.output
     assert not isinstance(result.exception, OSError | RuntimeError)  # a clean exit, not a crash

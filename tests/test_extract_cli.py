@@ -18,16 +18,10 @@ from click.testing import CliRunner
 from msclr.cli import cli
 from msclr.errors import ExtractionError, MsclrError
 from msclr.extractors.base import ConstantExtractor
+from msclr.extractors.jobs import find_videos, parse_shard, plan_jobs, shard_of
 from msclr.extractors.video import write_video
 from msclr.pipeline.cache import Cache
-from msclr.pipeline.extract import (
-    ExtractOptions,
-    extract_videos,
-    find_videos,
-    parse_shard,
-    plan_jobs,
-    shard_of,
-)
+from msclr.pipeline.extract import ExtractOptions, extract_videos
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -140,8 +140,7 @@ def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
 
 def test_stream_fusion_probabilities_are_a_weighted_mean(trained) -> None:
     """Three streams in softmax mode: the fused 0.6/0.6/0.4 score is normalised to sum to 1."""
-    from msclr.pipeline.predict import open_run, predict_skeletons
-    from msclr.pipeline.predict import TrainedRun
+    from msclr.pipeline.predict import TrainedRun, open_run, predict_skeletons
 
     run, _, held = trained
     _, (_, poses) = _first(held)

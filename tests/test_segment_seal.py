@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from msclr.errors import CacheError
-from msclr.pipeline import cache as cache_module
 from msclr.pipeline.cache import Cache, CacheWriter, Clip
 from msclr.pipeline.cache import seal as segment_seal
+from msclr.pipeline.cache import segments as cache_module
 
 CONVENTIONS = ("ntu_kinect_25", "smplx_42")
 

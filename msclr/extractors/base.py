@@ -14,6 +14,7 @@ Backends: :class:`msclr.extractors.metrabs.MetrabsExtractor` (default),
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +64,13 @@ class PersonCriterion:
 
     min_score: float = 0.3
     min_fraction: float = 0.1
+
+    def evaluate(self, scores: np.ndarray) -> tuple[bool, int]:
+        """``(the clip shows a person, frames with one)`` for ``(T, M)`` per-slot scores."""
+        best = scores.max(axis=1) if scores.size else np.zeros(len(scores), np.float32)
+        frames = int((best >= self.min_score).sum())
+        need = max(1, math.ceil(self.min_fraction * len(scores)))
+        return frames >= need, frames
 
 
 @runtime_checkable

@@ -20,6 +20,13 @@ hand at the frame edge: a pose in 235 of 300 frames, visibility 0.51-0.76, media
 ``face_closeup.avi`` (face, hand and shoulder: poses in all 164 frames, visibility 0.47-0.62) come out
 ``no_person``; a plain gradient gives no pose at all (``no_person``).  A person cut at the waist
 scores about 0.74 and still counts.
+
+``record_2d=True`` also keeps, per processed frame, the normalised image landmarks ``(33, 2)``
+(x / width, y / height; where BlazePose saw the joints) or None (:attr:`MediaPipeExtractor.landmarks`,
+reset per video) for drawing the skeleton on the video; the 3D output is unchanged.
+
+MediaPipe is imported without TensorFlow (:func:`msclr.extractors.tensorflow_env.tensorflow_blocked`)
+and, unless ``verbose``, with its glog output limited to errors (``GLOG_minloglevel=2``).
 """
 
 from __future__ import annotations
@@ -34,19 +41,33 @@ import numpy as np
 from msclr.errors import ExtractionError
 from msclr.extractors.axes import mediapipe_world_to_kinect
 from msclr.extractors.base import FrameDetections, PersonCriterion
+from msclr.extractors.registry import MEDIAPIPE_CONVENTIONS
+from msclr.extractors.tensorflow_env import tensorflow_blocked
 
 log = logging.getLogger(__name__)
 
-MEDIAPIPE_CONVENTION = "blazepose_33"
+MEDIAPIPE_CONVENTION = MEDIAPIPE_CONVENTIONS[0]
+"""``blazepose_33``, the only convention MediaPipe produces."""
 MEDIAPIPE_PERSON = PersonCriterion(min_score=0.65, min_fraction=0.5)
 """Default "has a person" criterion for MediaPipe (see the module docstring)."""
 
 
-def _mediapipe() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GLOG_minloglevel", "2")
+def _import_mediapipe() -> Any:
     try:
-        import mediapipe as mp
+        with tensorflow_blocked():
+            import mediapipe as mp
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("tensorflow"):
+            raise
+        import mediapipe as mp  # a mediapipe build that needs TensorFlow after all
+    return mp
+
+
+def _mediapipe(verbose: bool) -> Any:
+    if not verbose:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        mp = _import_mediapipe()
     except ImportError as err:
         raise ExtractionError(
             f"--extractor mediapipe needs the mediapipe extra ({err}): pip install 'msclr[mediapipe]' "
@@ -67,6 +88,8 @@ class MediaPipeExtractor:
     Args:
         min_detection_confidence, min_tracking_confidence: MediaPipe's thresholds.
         person: the clip-level "has a person" criterion.
+        record_2d: also keep the image landmarks of every frame (:attr:`landmarks`).
+        verbose: keep MediaPipe's glog output (default: errors only).
     """
 
     min_detection_confidence: float = 0.5
@@ -76,12 +99,16 @@ class MediaPipeExtractor:
     name: str = "mediapipe"
     conventions: tuple[str, ...] = (MEDIAPIPE_CONVENTION,)
     multi_person: bool = False
+    record_2d: bool = False
+    verbose: bool = False
 
     def __post_init__(self) -> None:
-        self._mp = _mediapipe()
+        self._mp = _mediapipe(self.verbose)
         self.model_id = f"mediapipe=={self._mp.__version__} pose model_complexity=1"
         self._pose: Any = None
         self._size = (1, 1)
+        # with record_2d: one (33, 2) normalised image landmark array (or None) per processed frame
+        self.landmarks: list[np.ndarray | None] | None = [] if self.record_2d else None
 
     def describe(self) -> list[str]:
         return [f"MediaPipe {self._mp.__version__} BlazePose (model_complexity=1, video mode), CPU, one person"]
@@ -98,6 +125,8 @@ class MediaPipeExtractor:
             min_tracking_confidence=self.min_tracking_confidence,
         )
         self._size = (width, height)
+        if self.landmarks is not None:
+            self.landmarks = []
 
     def process(self, frames: np.ndarray) -> list[FrameDetections]:
         if self._pose is None:
@@ -108,12 +137,14 @@ class MediaPipeExtractor:
             frame = np.ascontiguousarray(frame)
             frame.flags.writeable = False
             result = self._pose.process(frame)
-            world = result.pose_world_landmarks
+            world, image = result.pose_world_landmarks, result.pose_landmarks
+            if self.landmarks is not None:
+                self.landmarks.append(None if world is None or image is None else
+                                      np.array([[p.x, p.y] for p in image.landmark], np.float32))
             if world is None:
                 out.append(FrameDetections.empty({MEDIAPIPE_CONVENTION: 33}))
                 continue
             xyzv = np.array([[p.x, p.y, p.z, p.visibility] for p in world.landmark], np.float32)
-            image = result.pose_landmarks
             if image is not None:
                 uv = np.array([[p.x * width, p.y * height] for p in image.landmark], np.float32)
                 lo, hi = uv.min(axis=0), uv.max(axis=0)

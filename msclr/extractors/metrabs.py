@@ -3,14 +3,15 @@
 Loading (:func:`load_pose_model`): a URL goes through ``tensorflow_hub.load`` (downloads and unpacks
 the ``.tar.gz`` once, cached under ``$TFHUB_CACHE_DIR``); a local directory (an unpacked SavedModel)
 through ``tf.saved_model.load``.  GPU memory growth is switched on before loading (TensorFlow
-otherwise takes the whole GPU).
+otherwise takes the whole GPU).  TensorFlow is imported quietly unless ``verbose`` is set
+(:mod:`msclr.extractors.tensorflow_env`).
 
 Inference (:class:`MetrabsExtractor`): ``detect_poses_batched`` is called **once per frame batch
 with** ``skeleton=''`` (all of the model's joints); each requested convention ``s`` is then sliced
 out on the joint axis with the model's own ``per_skeleton_indices[s]``.  MeTRAbs applies the
-skeleton argument as exactly such a gather after detection, crop inference and plausibility
-filtering (``reference/metrabs.md`` §6), so the result equals one call per skeleton at a quarter of
-the cost for four conventions.  (MS-CLR's own extraction passed ``skeleton='smplx_42'`` and so ran
+skeleton argument as exactly such a gather on the joint axis, after detection, crop inference and
+plausibility filtering on the full joint set (so the people returned do not depend on it), so the
+result equals one call per skeleton at a quarter of the cost for four conventions.  (MS-CLR's own extraction passed ``skeleton='smplx_42'`` and so ran
 the network once per convention.)  The camera matrix is passed explicitly for every batch as
 ``[1, 3, 3]``: built from ``fov`` like MeTRAbs does for unknown intrinsics, or given by the user.
 
@@ -34,6 +35,8 @@ import numpy as np
 from msclr.errors import ExtractionError
 from msclr.extractors.axes import DEFAULT_FOV_DEGREES, intrinsics_from_fov, metrabs_to_kinect
 from msclr.extractors.base import FrameDetections, PersonCriterion
+from msclr.extractors.registry import METRABS_CONVENTIONS
+from msclr.extractors.tensorflow_env import import_tensorflow, import_tensorflow_hub, python_warnings_quiet
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
@@ -44,22 +47,10 @@ DEFAULT_MODEL_URL = (
 """The 28-dataset EfficientNetV2-L model (384 px crops, YOLOv4 detector); ~708 MB download.
 Only the 28-dataset models carry smplx_42, berkeley_mhad_43 and kinectv2_25.  Non-commercial licence."""
 
-METRABS_CONVENTIONS = ("smpl_24", "smplx_42", "berkeley_mhad_43", "kinectv2_25")
-"""Conventions msclr extracts with MeTRAbs by default (MS-CLR's four)."""
 
-
-def _tf() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as err:  # pragma: no cover - tensorflow is a dependency
-        raise ExtractionError(f"the MeTRAbs extractor needs TensorFlow: {err}; pip install tensorflow") from None
-    return tf
-
-
-def enable_memory_growth() -> list[str]:
+def enable_memory_growth(*, verbose: bool = False) -> list[str]:
     """Switch on memory growth for every visible GPU (call before loading); returns their names."""
-    tf = _tf()
+    tf = import_tensorflow(verbose=verbose)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
@@ -74,24 +65,29 @@ def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://", "gs://"))
 
 
-def load_pose_model(spec: str) -> Any:
+def load_pose_model(spec: str, *, verbose: bool = False) -> Any:
     """Load a MeTRAbs SavedModel from a URL (tensorflow_hub, cached) or an unpacked local directory.
+
+    Args:
+        spec: URL or directory.
+        verbose: keep TensorFlow's C++ / absl / Python log output (default: quiet).
 
     Raises:
         ExtractionError: a path that is not a SavedModel directory, or a load failure (with the fix).
     """
-    tf = _tf()
-    enable_memory_growth()
+    tf = import_tensorflow(verbose=verbose)
+    enable_memory_growth(verbose=verbose)
     if is_url(spec):
         try:
-            import tensorflow_hub as hub
+            hub = import_tensorflow_hub(verbose=verbose)
         except ImportError as err:
             raise ExtractionError(
                 f"loading {spec} needs tensorflow_hub ({err}); pip install tensorflow-hub tf-keras "
                 "'setuptools<81', or download and unpack the archive and pass its directory to --pose-model"
             ) from None
         try:
-            return hub.load(spec)
+            with python_warnings_quiet(verbose):
+                return hub.load(spec)
         except Exception as err:  # noqa: BLE001 - network, archive and TF errors alike
             cache = os.environ.get("TFHUB_CACHE_DIR", "<tmp>/tfhub_modules")
             raise ExtractionError(
@@ -112,7 +108,8 @@ def load_pose_model(spec: str) -> Any:
             f"{path} holds no saved_model.pb: pass the unpacked MeTRAbs SavedModel directory to --pose-model"
         )
     try:
-        return tf.saved_model.load(str(path))
+        with python_warnings_quiet(verbose):
+            return tf.saved_model.load(str(path))
     except Exception as err:  # noqa: BLE001
         raise ExtractionError(
             f"TensorFlow {tf.__version__} cannot load the SavedModel {path}: {type(err).__name__}: {err}. "
@@ -226,6 +223,7 @@ class MetrabsExtractor:
             must be a skeleton of the model with the same joint names.
         options: :class:`MetrabsOptions`.
         model: an already loaded model (tests; skips :func:`load_pose_model`).
+        verbose: keep TensorFlow's log output (default: quiet; see :mod:`msclr.extractors.tensorflow_env`).
     """
 
     model_spec: str = DEFAULT_MODEL_URL
@@ -235,6 +233,7 @@ class MetrabsExtractor:
     name: str = "metrabs"
     person: PersonCriterion = field(default_factory=PersonCriterion)
     multi_person: bool = True
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         self.skeletons = {s.name: s for s in (get_skeleton(c) for c in self.conventions)}
@@ -243,11 +242,11 @@ class MetrabsExtractor:
             raise ExtractionError("no skeleton convention requested; pass e.g. --skeletons smplx_42")
         self.person = PersonCriterion(min_score=self.options.detector_threshold, min_fraction=0.1)
         if self.model is None:
-            self.model = load_pose_model(self.model_spec)
+            self.model = load_pose_model(self.model_spec, verbose=self.verbose)
         self.model_id = self.model_spec
         self.indices = check_model_conventions(self.model, list(self.skeletons.values()))
         self.sizes = {c: len(i) for c, i in self.indices.items()}
-        self._tf = _tf()
+        self._tf = import_tensorflow(verbose=self.verbose)
         self._intrinsics: np.ndarray | None = None
         self.calls = 0
         self.empty_batches = 0  # batches answered by the empty-batch gather error (see process)
@@ -266,10 +265,15 @@ class MetrabsExtractor:
             f"max detections {o.max_detections}, internal batch {o.internal_batch_size}",
         ]
 
-    def start_video(self, width: int, height: int) -> None:
+    def camera_matrix(self, width: int, height: int) -> np.ndarray:
+        """The ``(3, 3)`` pinhole intrinsics used for frames of this size: the user's matrix, or one
+        built from ``fov`` (what MeTRAbs assumes for unknown intrinsics)."""
         o = self.options
         k = o.intrinsics if o.intrinsics is not None else intrinsics_from_fov(o.fov, width, height)
-        self._intrinsics = np.asarray(k, np.float32).reshape(1, 3, 3)
+        return np.asarray(k, np.float64).reshape(3, 3)
+
+    def start_video(self, width: int, height: int) -> None:
+        self._intrinsics = self.camera_matrix(width, height).astype(np.float32).reshape(1, 3, 3)
 
     def process(self, frames: np.ndarray) -> list[FrameDetections]:
         """One ``detect_poses_batched`` call for the whole batch; slices every convention from it."""
@@ -294,7 +298,7 @@ class MetrabsExtractor:
             # MeTRAbs' _predict_empty (a batch without any detection) builds zeros with the crop
             # model's joint count and gathers the skeleton's indices from them; for skeleton=''
             # those exceed it, which TF on CPU reports as an out-of-range gather (on GPU it returns
-            # zeros).  Such a batch has no person at all (reference/metrabs.md section 6).
+            # zeros).  Such a batch has no person at all.
             if "indices" not in str(err) or "not in [0" not in str(err):
                 raise
             self.calls += 1

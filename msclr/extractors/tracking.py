@@ -276,11 +276,28 @@ def track_people(frames: Sequence[FrameDetections], conventions: dict[str, int],
     return TrackedPoses(poses, scores, used, len(tracks), len(tracks) - kept)
 
 
+def best_person(frames: Sequence[FrameDetections], conventions: dict[str, int], max_persons: int) -> TrackedPoses:
+    """For single-person backends: the best-scored detection of every frame in slot 0, the other
+    slots empty (``tracks`` = ``persons``, nothing dropped)."""
+    t_len = len(frames)
+    poses = {c: np.zeros((t_len, max_persons, v, 3), np.float32) for c, v in conventions.items()}
+    scores = np.zeros((t_len, max_persons), np.float32)
+    for t, det in enumerate(frames):
+        if len(det):
+            best = int(np.argmax(det.scores))
+            scores[t, 0] = det.scores[best]
+            for c in conventions:
+                poses[c][t, 0] = det.poses[c][best]
+    persons = int(scores[:, 0].max(initial=0) > 0)
+    return TrackedPoses(poses, scores, persons, persons, 0)
+
+
 __all__ = [
     "Track",
     "TrackedPoses",
     "TrackerConfig",
     "assign_slots",
+    "best_person",
     "box_iou",
     "link_tracks",
     "linear_assignment",

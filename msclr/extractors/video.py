@@ -59,7 +59,7 @@ from msclr.errors import ExtractionError
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp", ".ts",
 })
-"""Extensions (lower case) that :func:`msclr.pipeline.extract.find_videos` picks up in folders."""
+"""Extensions (lower case) that :func:`msclr.extractors.jobs.find_videos` picks up in folders."""
 
 
 class VideoDecodeError(ExtractionError):
@@ -93,6 +93,22 @@ class VideoInfo:
     decoded_frames: int = 0
     resized_frames: int = 0
     repeated_frames: int = 0
+
+    def notes(self, kept: int, *, limited: bool = False) -> list[str]:
+        """Remarks on a decode that still gave frames: a truncated file (not checked when the
+        decode was ``limited`` to the first frames), resized frames, repeated frames (of ``kept``)."""
+        notes = []
+        if self.frame_count and not limited and self.decoded_frames < self.frame_count - 1:
+            notes.append(f"truncated or damaged file? decoded {self.decoded_frames} of {self.frame_count} "
+                         "frames the container reports; the clip keeps the decoded ones")
+        if self.resized_frames:
+            notes.append(f"{self.resized_frames} frames of another size resized to {self.width}x{self.height}")
+        if self.repeated_frames:
+            notes.append(f"{self.repeated_frames} of {kept} frames repeat the previous frame exactly: "
+                         "a frozen video, or a frame size change mid-stream that OpenCV cannot decode (it "
+                         "repeats the last good frame); if the size changes, re-encode at one size "
+                         "(ffmpeg -i IN -vf scale=W:H OUT.mp4) and extract it again")
+        return notes
 
 
 @dataclass

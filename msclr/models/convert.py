@@ -40,15 +40,15 @@ batch at its native V, BatchNorm statistics learned by the reference (which coun
 of every batch padded to V_max) are loaded as they are; evaluation in ``eval()`` mode then reproduces the reference's
 outputs on the real joints exactly.
 
-Files are read with ``torch.load(..., weights_only=True)``: no pickled code is ever executed.
+This module converts tensors only; :func:`msclr.files.load_state_file` reads a checkpoint file with
+``torch.load(..., weights_only=True)`` (no pickled code is ever executed) and
+:func:`msclr.files.load_reference_encoder` does both steps.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -57,35 +57,6 @@ from msclr.errors import CheckpointError, SkeletonError
 from msclr.skeletons import get_skeleton
 
 _BLOCK = re.compile(r"^st_gcn_networks\.(\d+)\.(.+)$")
-
-
-def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, read safely (``weights_only=True``).
-
-    Accepts a bare state dict or a dict holding one under ``state_dict`` / ``model`` / ``model_state``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt / .pth file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        raise CheckpointError(
-            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(err).__name__}: {err}); msclr never "
-            "unpickles arbitrary objects - re-save the state dict alone with torch.save(model.state_dict(), path)"
-        ) from None
-    return _tensor_dict(obj, str(path))
-
-
-def _tensor_dict(obj: Any, origin: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "model_state"):
-            if key in obj and isinstance(obj[key], Mapping):
-                return _tensor_dict(obj[key], origin)
-        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        if tensors:
-            return tensors
-    raise CheckpointError(f"{origin} holds no state dict (a mapping of names to tensors)")
 
 
 def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -265,16 +236,6 @@ def _slice_square(value: torch.Tensor, v: int, key: str, problems: list[str]) ->
     return value[:, :v, :v]
 
 
-def load_reference_encoder(path: str | Path, encoder: nn.Module, **kwargs: Any) -> nn.Module:
-    """Read a reference checkpoint file (safely) and load it into ``encoder``; returns the encoder.
-
-    Keyword arguments are those of :func:`convert_encoder_state_dict`.
-    """
-    converted = convert_encoder_state_dict(load_state_file(path), encoder, **kwargs)
-    encoder.load_state_dict(converted)
-    return encoder
-
-
 def convert_aimclr_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, *,
                               skeleton: str | None = None, check_adjacency: bool = True,
                               ignore_extra_skeletons: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -300,5 +261,4 @@ def convert_aimclr_state_dict(state: Mapping[str, torch.Tensor], model: nn.Modul
     return out
 
 
-__all__ = ["load_state_file", "select_encoder", "convert_encoder_state_dict", "load_reference_encoder",
-           "convert_aimclr_state_dict"]
+__all__ = ["select_encoder", "convert_encoder_state_dict", "convert_aimclr_state_dict"]

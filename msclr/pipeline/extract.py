@@ -1,39 +1,29 @@
 """``msclr extract``: videos -> per-clip skeletons in a cache; resumable, crash-safe, shardable.
 
-Flow (:func:`extract_videos`):
+Flow (:func:`extract_videos`): the videos are found, named (NTU names give the clip name and label)
+and sharded by :mod:`msclr.extractors.jobs`.  The cache is opened with ``segment_size=1``: every clip
+is committed atomically (temp file, fsync, rename) as soon as it is done, so after ``kill -9`` at any
+moment the cache stays readable and at most the in-flight clip is redone.  Clips already committed
+(any status) are skipped (``CacheWriter.done``); ``retry_failed`` re-extracts the failed ones, and the
+new commit replaces the failure.  The pose model is loaded only when there is something to do.
 
-1. :func:`find_videos` walks the inputs (folders recursively, files by extension, sorted);
-   :func:`plan_jobs` names each clip: the NTU sample ID when the basename is an NTU name
-   (``S001C001P001R001A001_rgb.avi`` -> ``S001C001P001R001A001``, label 0, subject 1, ...), else the
-   file stem; two videos with the same clip name are an error.
-2. ``--shard K/N`` keeps the jobs with :func:`shard_of` ``(name, N) == K``: a SHA-1 hash of the clip
-   name, so the assignment is stable when videos are added and needs no coordination; each shard
-   writes with its own ``writer_id`` (``extract_shardKofN``), which the cache requires for concurrent
-   writers.
-3. The cache is opened with ``segment_size=1``: every clip is committed atomically (temp file, fsync,
-   rename) as soon as it is done, so after ``kill -9`` at any moment the cache stays readable and at
-   most the in-flight clip is redone.  Clips already committed (any status) are skipped
-   (``CacheWriter.done``); ``retry_failed`` re-extracts the failed ones, and the new commit replaces
-   the failure.  The pose model is loaded only when there is something to do.
-4. Per video (:func:`extract_video`): decode in a background thread, one extractor call per frame
-   batch, track people into M slots, then a :class:`~msclr.pipeline.cache.Clip` with status
-   ``"ok"``, or a recorded failure: ``"decode_error"`` / ``"empty"`` (not a video, damaged, zero
-   bytes, no frame), ``"unreadable"`` (the operating system refuses to read the file: permissions,
-   I/O error), ``"no_person"`` (the extractor's :class:`~msclr.extractors.base.PersonCriterion` not
-   met), ``"error"`` (the extractor raised; five in a row abort the run).  A clip that is ``"ok"`` but
-   suspicious (truncated file, resized or repeated frames, people dropped) says so in its message.
-   Running out of disk space stops the run with one clean error (see :func:`extract_videos`).
-5. When every clip name is an NTU name, the NTU class names and the standard splits (over all the
-   videos given, before sharding, so every shard writes the same file) are stored in the cache.
+Per video (:func:`extract_video`): decode in a background thread, one extractor call per frame batch,
+track people into M slots, then a :class:`~msclr.pipeline.cache.Clip` with status ``"ok"``, or a
+recorded failure: ``"decode_error"`` / ``"empty"`` (not a video, damaged, zero bytes, no frame),
+``"unreadable"`` (the operating system refuses to read the file: permissions, I/O error),
+``"no_person"`` (the extractor's :class:`~msclr.extractors.base.PersonCriterion` not met), ``"error"``
+(the extractor raised; five in a row abort the run).  A clip that is ``"ok"`` but suspicious
+(truncated file, resized or repeated frames, people dropped) says so in its message.  Running out of
+disk space stops the run with one clean error.  When every clip name is an NTU name, the NTU class
+names and standard splits are stored in the cache.
 
-Library code is silent; pass an :class:`ExtractProgress` to observe it (the CLI draws rich bars).
+Which extractors exist and what they produce: :mod:`msclr.extractors.registry`.  Library code is
+silent; pass an :class:`ExtractProgress` to observe it (the CLI draws rich bars).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,100 +33,25 @@ import numpy as np
 
 from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.base import Extractor, FrameDetections
-from msclr.extractors.tracking import TrackerConfig, track_people
-from msclr.extractors.video import VIDEO_EXTENSIONS, FrameReader, VideoDecodeError
+from msclr.extractors.jobs import (
+    VideoJob,
+    clip_name_for,
+    find_videos,
+    ntu_metadata,
+    parse_shard,
+    plan_jobs,
+    select_shard,
+)
+from msclr.extractors.registry import resolve_conventions
+from msclr.extractors.tracking import TrackerConfig, best_person, track_people
+from msclr.extractors.video import FrameReader, VideoDecodeError
 from msclr.pipeline.cache import Cache, CacheWriter, Clip, disk_error_reason
-from msclr.pipeline.datasets.ntu import NtuName, infer_benchmark, ntu_class_names, ntu_splits, parse_ntu_name
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
 
 FAILURE_STATUSES = ("decode_error", "empty", "unreadable", "no_person", "error")
 MAX_CONSECUTIVE_ERRORS = 5
-
-
-# ------------------------------------------------------------------------ planning
-@dataclass(frozen=True)
-class VideoJob:
-    """One video to extract: its path, clip name and NTU fields (None for other names)."""
-
-    path: Path
-    name: str
-    ntu: NtuName | None
-
-
-def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
-    """Video files under ``inputs``: folders are walked recursively for :data:`VIDEO_EXTENSIONS`
-    (case-insensitive, hidden entries skipped); files named explicitly are taken whatever their
-    extension.  Sorted, duplicates removed.
-
-    Raises:
-        ExtractionError: an input does not exist, or nothing was found.
-    """
-    found: set[Path] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for p in path.rglob("*"):
-                rel = p.relative_to(path).parts
-                if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not any(s.startswith(".") for s in rel):
-                    found.add(p)
-        elif path.is_file():
-            found.add(path)
-        else:
-            raise ExtractionError(f"{path} does not exist; give video files or folders that contain videos")
-    if not found:
-        raise ExtractionError(
-            f"no video found in {', '.join(str(i) for i in inputs)} (extensions "
-            f"{', '.join(sorted(VIDEO_EXTENSIONS))})"
-        )
-    return sorted(found)
-
-
-def clip_name_for(path: Path) -> tuple[str, NtuName | None]:
-    """``(clip name, NTU fields)`` of a video: the NTU sample ID if the basename starts with one, else the stem."""
-    ntu = parse_ntu_name(path.name)
-    return (ntu.name if ntu is not None else path.stem), ntu
-
-
-def plan_jobs(videos: Sequence[Path]) -> list[VideoJob]:
-    """Name every video (see :func:`clip_name_for`).
-
-    Raises:
-        ExtractionError: two videos map to the same clip name.
-    """
-    jobs: dict[str, VideoJob] = {}
-    for path in videos:
-        name, ntu = clip_name_for(path)
-        if name in jobs:
-            raise ExtractionError(
-                f"videos {jobs[name].path} and {path} both give the clip name {name!r}; clip names must be "
-                "unique in a cache: rename one, or extract them into separate caches"
-            )
-        jobs[name] = VideoJob(path, name, ntu)
-    return list(jobs.values())
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` (1 <= K <= N) -> ``(K, N)``.
-
-    Raises:
-        MsclrError: malformed text (the CLI reports it as a usage error).
-    """
-    try:
-        k_text, n_text = text.split("/")
-        k, n = int(k_text), int(n_text)
-    except ValueError:
-        raise MsclrError(f"--shard {text!r} must look like K/N, e.g. 1/4 (K counts from 1)") from None
-    if not 1 <= k <= n:
-        raise MsclrError(f"--shard {text!r}: need 1 <= K <= N (K counts from 1), e.g. 1/{max(n, 1)} ... {n}/{n}")
-    return k, n
-
-
-def shard_of(name: str, shards: int) -> int:
-    """The 1-based shard of a clip name: SHA-1 of the name modulo ``shards`` (stable, no coordination)."""
-    digest = hashlib.sha1(name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % shards + 1
 
 
 # ------------------------------------------------------------------------ options
@@ -232,25 +147,27 @@ class ExtractSummary:
 
 
 # -------------------------------------------------------------------- one video
-def _person_present(scores: np.ndarray, min_score: float, min_fraction: float) -> tuple[bool, int]:
-    best = scores.max(axis=1) if scores.size else np.zeros(len(scores), np.float32)
-    frames = int((best >= min_score).sum())
-    need = max(1, math.ceil(min_fraction * len(scores)))
-    return frames >= need, frames
-
-
-def _single_person(frames: Sequence[FrameDetections], conventions: dict[str, int],
-                   max_persons: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    t_len = len(frames)
-    poses = {c: np.zeros((t_len, max_persons, v, 3), np.float32) for c, v in conventions.items()}
-    scores = np.zeros((t_len, max_persons), np.float32)
-    for t, det in enumerate(frames):
-        if len(det):
-            best = int(np.argmax(det.scores))
-            scores[t, 0] = det.scores[best]
-            for c in conventions:
-                poses[c][t, 0] = det.poses[c][best]
-    return poses, scores
+def _detect(reader: FrameReader, extractor: Extractor,
+            progress: ExtractProgress) -> tuple[list[FrameDetections], np.ndarray]:
+    """Every decoded batch through the extractor: per-frame detections and the frame indices."""
+    info = reader.info
+    detections: list[FrameDetections] = []
+    indices: list[np.ndarray] = []
+    started = False
+    with reader:
+        for batch in reader:
+            if not started:
+                extractor.start_video(info.width, info.height)
+                started = True
+            result = extractor.process(batch.frames)
+            if len(result) != len(batch):
+                raise ExtractionError(
+                    f"extractor {extractor.name} returned {len(result)} results for {len(batch)} frames")
+            detections.extend(result)
+            indices.append(batch.indices)
+            progress.frames_done(len(batch))
+            del batch, result  # lets the decoder recycle the buffer while we wait for the next
+    return detections, np.concatenate(indices)
 
 
 def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
@@ -278,67 +195,96 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
     info = reader.info
     expected = info.frame_count if options.limit_frames is None else min(info.frame_count, options.limit_frames)
     progress.video_started(job, -(-expected // options.stride) if expected else 0)
-    detections: list[FrameDetections] = []
-    indices: list[np.ndarray] = []
-    started = False
     try:
-        with reader:
-            for batch in reader:
-                if not started:
-                    extractor.start_video(info.width, info.height)
-                    started = True
-                result = extractor.process(batch.frames)
-                if len(result) != len(batch):
-                    raise ExtractionError(
-                        f"extractor {extractor.name} returned {len(result)} results for {len(batch)} frames")
-                detections.extend(result)
-                indices.append(batch.indices)
-                progress.frames_done(len(batch))
-                del batch, result  # lets the decoder recycle the buffer while we wait for the next
+        detections, frame_indices = _detect(reader, extractor, progress)
     except VideoDecodeError as err:
         return Clip(status=err.status, message=str(err), fps=info.fps, **base)
-    frame_indices = np.concatenate(indices)
-    fps = info.fps
-    notes = []
-    if info.frame_count and options.limit_frames is None and info.decoded_frames < info.frame_count - 1:
-        notes.append(f"truncated or damaged file? decoded {info.decoded_frames} of {info.frame_count} frames "
-                     "the container reports; the clip keeps the decoded ones")
-    if info.resized_frames:
-        notes.append(f"{info.resized_frames} frames of another size resized to {info.width}x{info.height}")
-    if info.repeated_frames:
-        notes.append(f"{info.repeated_frames} of {len(frame_indices)} frames repeat the previous frame exactly: "
-                     "a frozen video, or a frame size change mid-stream that OpenCV cannot decode (it repeats "
-                     "the last good frame); if the size changes, re-encode at one size "
-                     "(ffmpeg -i IN -vf scale=W:H OUT.mp4) and extract it again")
+    notes = info.notes(len(frame_indices), limited=options.limit_frames is not None)
     if extractor.multi_person:
-        tracked = track_people(detections, conventions, options.max_persons, options.tracker)
-        poses, scores, persons = tracked.poses, tracked.scores, tracked.persons
-        if tracked.dropped:
-            notes.append(f"{tracked.dropped} of {tracked.tracks} person tracks dropped (more than "
-                         f"{options.max_persons} people or short false detections)")
+        slots = track_people(detections, conventions, options.max_persons, options.tracker)
     else:
-        poses, scores = _single_person(detections, conventions, options.max_persons)
-        persons = int(scores[:, 0].max(initial=0) > 0)
+        slots = best_person(detections, conventions, options.max_persons)
+    if slots.dropped:
+        notes.append(f"{slots.dropped} of {slots.tracks} person tracks dropped (more than "
+                     f"{options.max_persons} people or short false detections)")
     crit = extractor.person
-    present, person_frames = _person_present(scores, crit.min_score, crit.min_fraction)
-    t_len = len(frame_indices)
+    present, person_frames = crit.evaluate(slots.scores)
     if not present:
         return Clip(
-            status="no_person", fps=fps,
-            message=(f"a person (score >= {crit.min_score:g}) in {person_frames} of {t_len} frames; "
-                     f"needs {crit.min_fraction:.0%}"),
+            status="no_person", fps=info.fps,
+            message=(f"a person (score >= {crit.min_score:g}) in {person_frames} of {len(frame_indices)} "
+                     f"frames; needs {crit.min_fraction:.0%}"),
             **base,
         )
-    return Clip(poses=poses, scores=scores, frame_indices=frame_indices, persons=max(persons, 1), fps=fps,
-                message="; ".join(notes), **base)
+    return Clip(poses=slots.poses, scores=slots.scores, frame_indices=frame_indices,
+                persons=max(slots.persons, 1), fps=info.fps, message="; ".join(notes), **base)
 
 
 # ----------------------------------------------------------------------- the run
-def _stored_statuses(root: Path) -> dict[str, tuple[str, str]]:
+def _split_done(jobs: Sequence[VideoJob], writer: CacheWriter, root: Path,
+                retry_failed: bool) -> tuple[list[VideoJob], dict[str, SummaryRow]]:
+    """``(jobs to process, rows of the jobs already committed and skipped)``."""
+    stored: dict[str, tuple[str, str]] = {}
+    if writer.done:
+        try:
+            stored = Cache(root).statuses()
+        except MsclrError:
+            pass
+    pending: list[VideoJob] = []
+    skipped: dict[str, SummaryRow] = {}
+    for job in jobs:
+        if job.name in writer.done:
+            status, message = stored.get(job.name, ("ok", ""))
+            if not (retry_failed and status != "ok"):
+                skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
+                continue
+        pending.append(job)
+    return pending, skipped
+
+
+def _failure_clip(job: VideoJob, extractor: Extractor, err: Exception, consecutive: int) -> Clip:
+    """The ``"error"`` clip of a video the extractor failed on; the run stops at
+    :data:`MAX_CONSECUTIVE_ERRORS` consecutive failures."""
+    log.error("extraction of %s failed", job.path, exc_info=err)
+    detail = f"{type(err).__name__}: {err}"
+    if consecutive >= MAX_CONSECUTIVE_ERRORS:
+        raise ExtractionError(
+            f"{consecutive} videos in a row failed inside the {extractor.name} extractor; "
+            f"last ({job.path}): {detail}. Fix the cause, then rerun with --retry-failed"
+        ) from err
+    return Clip(name=job.name, source=str(job.path), extractor=extractor.name,
+                model_id=extractor.model_id, status="error", message=detail)
+
+
+def _process(pending: Sequence[VideoJob], writer: CacheWriter, extractor_factory: Callable[[], Extractor],
+             opts: ExtractOptions, progress: ExtractProgress, summary: ExtractSummary,
+             rows: dict[str, SummaryRow]) -> None:
+    """Extract and commit every pending job; the model is built before the first one and closed after."""
+    extractor: Extractor | None = None
+    consecutive_errors = 0
     try:
-        return Cache(root).statuses()
-    except MsclrError:
-        return {}
+        for job in pending:
+            if extractor is None:
+                extractor = extractor_factory()
+                summary.model_loaded = True
+                for line in extractor.describe():
+                    log.info(line)
+                    progress.message(line)
+            start = time.perf_counter()
+            try:
+                clip = extract_video(job, extractor, opts, progress)
+                consecutive_errors = 0
+            except Exception as err:  # noqa: BLE001 - recorded per video; KeyboardInterrupt passes
+                consecutive_errors += 1
+                clip = _failure_clip(job, extractor, err, consecutive_errors)
+            writer.add(clip)  # segment_size=1: committed now
+            seconds = time.perf_counter() - start
+            summary.frames += clip.frames
+            rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, clip.message)
+            progress.video_finished(clip, seconds)
+    finally:
+        if extractor is not None:
+            extractor.close()
 
 
 def extract_videos(
@@ -354,7 +300,8 @@ def extract_videos(
     Args:
         inputs: video files and folders.
         out: cache directory (created when missing).
-        extractor_factory: builds the extractor; called once, only if some video needs extraction.
+        extractor_factory: builds the extractor; called once, only if some video needs extraction
+            (:func:`msclr.extractors.registry.extractor_factory` makes one).
         conventions: the skeletons the extractor produces (the cache's conventions).
         options: :class:`ExtractOptions`.
         progress: observer.
@@ -373,69 +320,19 @@ def extract_videos(
     progress = progress or ExtractProgress()
     t0 = time.perf_counter()
     all_jobs = plan_jobs(find_videos(inputs))
-    jobs = all_jobs
-    writer_id = "extract"
-    if opts.shard is not None:
-        k, n = opts.shard
-        jobs = [j for j in all_jobs if shard_of(j.name, n) == k]
-        writer_id = f"extract_shard{k}of{n}"
-    all_ntu = all(j.ntu is not None for j in all_jobs)
-    all_names = [j.name for j in all_jobs]
-    classes = ntu_class_names(infer_benchmark(all_names)) if all_ntu else None
+    jobs, writer_id = select_shard(all_jobs, opts.shard)
+    classes, splits = ntu_metadata(all_jobs)
     summary = ExtractSummary()
     rows: dict[str, SummaryRow] = {}
     try:
         with CacheWriter(out, list(conventions), max_persons=opts.max_persons, classes=classes,
                          writer_id=writer_id, segment_size=1) as writer:
-            if all_ntu:
-                splits = ntu_splits(all_names)
-                if any(splits.values()):
-                    writer.set_splits(splits)
-            stored = _stored_statuses(Path(out)) if writer.done else {}
-            pending: list[VideoJob] = []
-            skipped: dict[str, SummaryRow] = {}
-            for job in jobs:
-                if job.name in writer.done:
-                    status, message = stored.get(job.name, ("ok", ""))
-                    if not (opts.retry_failed and status != "ok"):
-                        skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
-                        continue
-                pending.append(job)
+            if splits:
+                writer.set_splits(splits)
+            pending, skipped = _split_done(jobs, writer, Path(out), opts.retry_failed)
             progress.run_started(len(pending), len(skipped), 0)
             rows.update(skipped)
-            extractor: Extractor | None = None
-            consecutive_errors = 0
-            try:
-                for job in pending:
-                    if extractor is None:
-                        extractor = extractor_factory()
-                        summary.model_loaded = True
-                        for line in extractor.describe():
-                            log.info(line)
-                            progress.message(line)
-                    start = time.perf_counter()
-                    try:
-                        clip = extract_video(job, extractor, opts, progress)
-                        consecutive_errors = 0
-                    except Exception as err:  # noqa: BLE001 - recorded per video; KeyboardInterrupt passes
-                        log.exception("extraction of %s failed", job.path)
-                        consecutive_errors += 1
-                        detail = f"{type(err).__name__}: {err}"
-                        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                            raise ExtractionError(
-                                f"{consecutive_errors} videos in a row failed inside the {extractor.name} extractor; "
-                                f"last ({job.path}): {detail}. Fix the cause, then rerun with --retry-failed"
-                            ) from err
-                        clip = Clip(name=job.name, source=str(job.path), extractor=extractor.name,
-                                    model_id=extractor.model_id, status="error", message=detail)
-                    writer.add(clip)  # segment_size=1: committed now
-                    seconds = time.perf_counter() - start
-                    summary.frames += clip.frames
-                    rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, clip.message)
-                    progress.video_finished(clip, seconds)
-            finally:
-                if extractor is not None:
-                    extractor.close()
+            _process(pending, writer, extractor_factory, opts, progress, summary, rows)
     except (OSError, CacheError) as err:
         reason = disk_error_reason(err)
         if reason is None:
@@ -449,47 +346,6 @@ def extract_videos(
     summary.rows = [rows[j.name] for j in jobs if j.name in rows]
     summary.elapsed = time.perf_counter() - t0
     return summary
-
-
-
-
-# ------------------------------------------------------------ CLI helpers
-EXTRACTOR_CONVENTIONS = {
-    "metrabs": ("smpl_24", "smplx_42", "berkeley_mhad_43", "kinectv2_25"),
-    "mediapipe": ("blazepose_33",),
-}
-"""Default conventions per extractor; MediaPipe produces only ``blazepose_33``."""
-
-NOT_METRABS = frozenset({"blazepose_33", "ntu_kinect_25", "kinect_v1_20"})
-"""Registry conventions that no MeTRAbs model outputs."""
-
-
-def resolve_conventions(kind: str, text: str | None) -> list[Skeleton]:
-    """The skeletons of an ``--extractor kind --skeletons a,b`` request.
-
-    Raises:
-        MsclrError: an unknown name, a convention the extractor cannot produce, or a repeat.
-    """
-    names = [t.strip() for t in text.split(",") if t.strip()] if text else list(EXTRACTOR_CONVENTIONS[kind])
-    skels = [get_skeleton(n) for n in names]
-    seen = [s.name for s in skels]
-    if len(set(seen)) != len(seen):
-        raise MsclrError(f"--skeletons lists a convention twice: {', '.join(seen)}")
-    if kind == "mediapipe":
-        bad = [s for s in seen if s != "blazepose_33"]
-        if bad:
-            raise MsclrError(
-                f"--extractor mediapipe produces only blazepose_33, not {', '.join(bad)}; drop --skeletons or "
-                "use --extractor metrabs for MeTRAbs conventions"
-            )
-    else:
-        bad = [s for s in seen if s in NOT_METRABS]
-        if bad:
-            raise MsclrError(
-                f"MeTRAbs does not output {', '.join(bad)}; its conventions include "
-                f"{', '.join(EXTRACTOR_CONVENTIONS['metrabs'])} (use --extractor mediapipe for blazepose_33)"
-            )
-    return skels
 
 
 class RichExtractProgress(ExtractProgress):
@@ -580,22 +436,6 @@ def print_summary(summary: ExtractSummary, out: str | Path) -> None:
         console.print(f"{len(failed_before)} videos failed in an earlier run; rerun with --retry-failed to try again")
 
 
-__all__ = [
-    "EXTRACTOR_CONVENTIONS",
-    "FAILURE_STATUSES",
-    "ExtractOptions",
-    "ExtractProgress",
-    "ExtractSummary",
-    "SummaryRow",
-    "VideoJob",
-    "clip_name_for",
-    "extract_video",
-    "extract_videos",
-    "find_videos",
-    "parse_shard",
-    "plan_jobs",
-    "print_summary",
-    "resolve_conventions",
-    "RichExtractProgress",
-    "shard_of",
-]
+__all__ = ["FAILURE_STATUSES", "MAX_CONSECUTIVE_ERRORS", "ExtractOptions", "ExtractProgress", "ExtractSummary",
+           "SummaryRow", "VideoJob", "clip_name_for", "extract_video", "extract_videos", "find_videos",
+           "parse_shard", "plan_jobs", "print_summary", "resolve_conventions", "RichExtractProgress"]

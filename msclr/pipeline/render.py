@@ -4,11 +4,12 @@ Where the 2D joints come from (decision):
 
 - **MediaPipe**: its own normalised *image* landmarks (``pose_landmarks``, x / width and y / height),
   which are exactly where BlazePose saw the joints; the 3D world landmarks are hip-centred and
-  cannot be projected.  :class:`MediaPipeWith2D` is the MediaPipe extractor plus a recorder of those
-  landmarks (one row per processed frame; MediaPipe has one person, slot 0).
+  cannot be projected.  An extractor built with ``record_2d=True``
+  (:func:`msclr.extractors.registry.build_extractor`) keeps them, one row per processed frame, in
+  its ``landmarks`` (MediaPipe has one person, slot 0).
 - **MeTRAbs**: the tracked 3D joints of each person slot, projected back through the same pinhole
-  camera the extractor used (``--fov`` 55 degrees on the larger image side unless intrinsics were
-  given; :func:`msclr.extractors.axes.intrinsics_from_fov`).  MeTRAbs estimates camera-space 3D
+  camera the extractor used (its ``camera_matrix``: ``--fov`` 55 degrees on the larger image side
+  unless intrinsics were given).  MeTRAbs estimates camera-space 3D
   consistent with those intrinsics (its own ``poses2d`` output is that projection), so the drawing
   matches the image without keeping a second output around, and it shows what the classifier
   received, person slot by person slot (one colour per slot).
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import MsclrError
-from msclr.extractors.mediapipe_pose import MediaPipeExtractor
+from msclr.extractors.registry import build_extractor
 from msclr.skeletons import Skeleton
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
@@ -59,43 +60,10 @@ def check_render_path(path: str | Path) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------- MediaPipe 2D
-class _LandmarkRecorder:
-    """Wraps MediaPipe's ``Pose`` graph: forwards ``process`` and keeps each result's image landmarks."""
-
-    def __init__(self, inner: Any, sink: list[np.ndarray | None]) -> None:
-        self._inner = inner
-        self._sink = sink
-
-    def process(self, image: np.ndarray) -> Any:
-        result = self._inner.process(image)
-        image_lm, world = result.pose_landmarks, result.pose_world_landmarks
-        if image_lm is None or world is None:  # the extractor records no person either
-            self._sink.append(None)
-        else:
-            self._sink.append(np.array([[p.x, p.y] for p in image_lm.landmark], np.float32))
-        return result
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class MediaPipeWith2D(MediaPipeExtractor):
-    """:class:`~msclr.extractors.mediapipe_pose.MediaPipeExtractor` that also keeps, per processed
-    frame, the normalised image landmarks ``(33, 2)`` (x / width, y / height) or None
-    (:attr:`landmarks`, reset per video).  The 3D output is unchanged."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.landmarks: list[np.ndarray | None] = []
-
-    def start_video(self, width: int, height: int) -> None:
-        super().start_video(width, height)
-        self.landmarks = []
-        self._pose = _LandmarkRecorder(self._pose, self.landmarks)
+def MediaPipeWith2D() -> Any:  # noqa: N802 - the former class name, kept for existing callers
+    """A MediaPipe extractor that records its image landmarks: ``build_extractor("mediapipe", record_2d=True)``
+    (use that instead)."""
+    return build_extractor("mediapipe", record_2d=True)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -130,13 +98,9 @@ def keypoints_2d(clip: Any, skeleton: Skeleton, extractor: Any, width: int, heig
             if lm is not None and len(lm) == skeleton.num_joints:
                 out[t, 0] = lm * np.array([width, height], np.float32)
         return out, "MediaPipe image landmarks"
-    options = getattr(extractor, "options", None)
-    if options is not None and hasattr(options, "fov"):
-        from msclr.extractors.axes import intrinsics_from_fov
-
-        k = options.intrinsics if getattr(options, "intrinsics", None) is not None else intrinsics_from_fov(
-            options.fov, width, height)
-        return project_kinect(poses, k), "3D joints projected with the extractor's camera"
+    camera_matrix = getattr(extractor, "camera_matrix", None)
+    if callable(camera_matrix):
+        return project_kinect(poses, camera_matrix(width, height)), "3D joints projected with the extractor's camera"
     return None, f"the {getattr(extractor, 'name', '?')} extractor gives no image coordinates: skeleton not drawn"
 
 

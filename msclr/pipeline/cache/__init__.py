@@ -1,4 +1,6 @@
-"""The HDF5 skeleton cache: a crash-safe directory of immutable HDF5 segments (contract: ``docs/CONTRACTS.md``).
+"""The HDF5 skeleton cache: a crash-safe directory of immutable HDF5 segments.
+
+The contract it keeps is written down in ``docs/cache.md``.
 
 Coordinates are metres in Kinect camera space: x towards the camera's left, y up, z forward
 (away from the camera).  Every array stored for a convention is ``(T, M, V, 3)`` float32 at the
@@ -10,6 +12,7 @@ Modules, one job each:
 - :mod:`.clip`: :class:`Clip` (one record) and :class:`ClipStatus`.
 - :mod:`.manifest`: the directory layout, ``msclr-cache.json`` and ``splits.json``.
 - :mod:`.segments`: the HDF5 layout of one segment file; encoding, checking and reading one segment.
+- :mod:`.index`: the committed segments of a cache, and which one holds the latest commit of each clip.
 - :mod:`.seal`: the checksum in each segment's user block, checked before HDF5 opens the file.
 - :mod:`.validate`: the checks a clip passes before it is written.
 - :mod:`.writer`: :class:`CacheWriter` (crash safety and concurrent writers).

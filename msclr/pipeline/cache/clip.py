@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-class ClipStatus(str, enum.Enum):
+class ClipStatus(str, enum.Enum):  # noqa: UP042 - a str mixin; __str__ below returns the value
     """The status of a clip record: ``OK`` (it has poses) or why it has none.
 
     Members are plain strings (``ClipStatus.OK == "ok"``, ``str()`` and JSON give the value), so records

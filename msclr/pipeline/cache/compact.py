@@ -29,9 +29,9 @@ from pathlib import Path
 
 from msclr.errors import CacheError
 from msclr.files import fsync_dir
+from msclr.pipeline.cache.index import segment_paths
 from msclr.pipeline.cache.manifest import SEGMENTS
 from msclr.pipeline.cache.reader import Cache
-from msclr.pipeline.cache.segments import segment_paths
 from msclr.pipeline.cache.writer import CacheWriter
 
 COMPACT_WRITER_ID = "compact"

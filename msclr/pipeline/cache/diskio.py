@@ -22,14 +22,14 @@ def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_.+=]", "_", socket.gethostname() or "host")
 
 
-def tmp_name(final: Path) -> Path:
+def _tmp_name(final: Path) -> Path:
     """``.NAME.HOST.PID.TIME_NS.tmp`` beside ``final``."""
     return final.with_name(f".{final.name}.{host_tag()}.{os.getpid()}.{time.time_ns()}.tmp")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically; the temporary name carries host and pid so stale ones can be cleaned."""
-    _atomic_write_text(path, text, tmp=tmp_name(Path(path)))
+    _atomic_write_text(path, text, tmp=_tmp_name(Path(path)))
 
 
 def create_exclusive(path: Path, text: str) -> bool:
@@ -38,7 +38,7 @@ def create_exclusive(path: Path, text: str) -> bool:
     The content is written and fsync'd under a temporary name and hard-linked into place, so no
     reader ever sees a partly written file and a concurrent creator never overwrites it.
     """
-    tmp = tmp_name(path)
+    tmp = _tmp_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -105,5 +105,5 @@ def disk_error_reason(err: BaseException) -> str | None:
     return None
 
 
-__all__ = ["atomic_write_text", "create_exclusive", "disk_error_reason", "fsync_file", "host_tag", "pid_alive",
-           "tmp_name"]
+__all__ = ["atomic_write_text", "create_exclusive", "disk_error_reason", "fsync_file", "host_tag",
+           "pid_alive"]

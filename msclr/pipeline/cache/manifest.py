@@ -76,7 +76,7 @@ def _describe(skeletons: Mapping[str, Any]) -> str:
 
 def check_conventions(root: Path, data: Mapping[str, Any], existing: Mapping[str, Skeleton],
                       wanted: Mapping[str, Skeleton]) -> None:
-    """:class:`CacheError` unless ``wanted`` equals the cache's conventions ``existing`` (defined in ``data``)."""
+    """:class:`CacheError` unless ``wanted`` equals the conventions ``existing`` of the cache (manifest ``data``)."""
     same = set(wanted) == set(existing) and all(wanted[n].to_dict() == existing[n].to_dict() for n in wanted)
     if not same:
         raise CacheError(

@@ -24,6 +24,7 @@ import numpy as np
 from msclr.errors import CacheError
 from msclr.pipeline.cache import seal as segment_seal
 from msclr.pipeline.cache.clip import INT_FIELDS, STR_FIELDS, Clip, ClipStatus
+from msclr.pipeline.cache.index import SegmentIndex
 from msclr.pipeline.cache.manifest import (
     AXES,
     MANIFEST,
@@ -32,7 +33,7 @@ from msclr.pipeline.cache.manifest import (
     read_manifest,
     read_splits,
 )
-from msclr.pipeline.cache.segments import Rows, Segment, SegmentIndex
+from msclr.pipeline.cache.segments import Rows, Segment
 from msclr.skeletons import Skeleton
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,15 @@ import numpy as np
 from msclr.errors import CacheError
 from msclr.pipeline.cache import seal as segment_seal
 from msclr.pipeline.cache.clip import CLIP_NAME_RE, INT_FIELDS, STR_FIELDS, Clip, ClipStatus
-from msclr.pipeline.cache.manifest import AXES, SEGMENTS, UNITS, VERSION
+from msclr.pipeline.cache.manifest import AXES, UNITS, VERSION
 from msclr.skeletons import Skeleton
 
 SEGMENT_FORMAT = "msclr-cache-segment"
-META_COLUMNS = ("name", *INT_FIELDS, "frames", "fps", "persons", *STR_FIELDS, "has_scores", "has_frame_indices")
+META_COLUMNS = ("name", *INT_FIELDS, "frames", "fps", "persons", *STR_FIELDS, "has_scores",
+                "has_frame_indices")
 """The columns of a segment's ``/meta``, besides ``offsets``."""
 
-H5_ERRORS = (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError)
+_H5_ERRORS = (KeyError, ValueError, TypeError, OSError, AttributeError, OverflowError)
 """What h5py raises on a damaged file (e.g. TypeError "Unknown string encoding" for a flipped type message)."""
 
 Rows = list[tuple[int, int]]
@@ -56,7 +57,7 @@ def _h5py() -> Any:
     return h5py
 
 
-def corrupt_error(path: Path, detail: str) -> CacheError:
+def _corrupt(path: Path, detail: str) -> CacheError:
     """The error for an unreadable segment ``path``: what is wrong and how to redo its clips."""
     return CacheError(
         f"cache segment {path} is unreadable ({detail}); delete this file and rerun the same "
@@ -64,16 +65,16 @@ def corrupt_error(path: Path, detail: str) -> CacheError:
     )
 
 
-def open_h5(path: Path) -> Any:
+def _open_h5(path: Path) -> Any:
     """``path`` opened read-only with h5py; :class:`CacheError` naming the file when HDF5 cannot open it."""
     h5py = _h5py()
     try:
         return h5py.File(path, "r", locking=False)
     except (OSError, ValueError) as err:
-        raise corrupt_error(path, str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise _corrupt(path, str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
 
-def raw_range(ds: Any) -> tuple[int, int] | None:
+def _raw_range(ds: Any) -> tuple[int, int] | None:
     """(file offset, bytes) of a dataset stored contiguous, unfiltered, little-endian float32 and non-empty:
     the pose data that is read with plain reads and that a segment's seal leaves out.
     None otherwise (chunked / compressed, or nothing stored)."""
@@ -111,7 +112,7 @@ class Segment:
             self._read_raw(convention, row_shape, wanted, whole, out)
             return
         off = self.offsets
-        with open_h5(self.path) as f:
+        with _open_h5(self.path) as f:
             try:
                 ds = f["poses"][convention]
                 if whole:
@@ -121,8 +122,8 @@ class Segment:
                 else:  # a few clips: one contiguous read each, no read amplification
                     for i, r in wanted:
                         out[i] = ds[off[r]:off[r + 1]]
-            except H5_ERRORS as err:
-                raise corrupt_error(self.path, f"reading poses/{convention}: {err}") from None
+            except _H5_ERRORS as err:
+                raise _corrupt(self.path, f"reading poses/{convention}: {err}") from None
 
     def _read_raw(self, convention: str, row_shape: tuple[int, int, int], wanted: Rows, whole: bool,
                   out: list[np.ndarray | None]) -> None:
@@ -136,7 +137,7 @@ class Segment:
             buf = np.empty((stop - start, *row_shape), dtype="<f4")
             fh.seek(base + start * row_bytes)
             if fh.readinto(memoryview(buf).cast("B")) != buf.nbytes:
-                raise corrupt_error(self.path, f"poses/{convention} ends early (truncated file)")
+                raise _corrupt(self.path, f"poses/{convention} ends early (truncated file)")
             return buf
 
         try:
@@ -149,7 +150,7 @@ class Segment:
                     for i, r in wanted:
                         out[i] = read(fh, int(off[r]), int(off[r + 1]))
         except OSError as err:
-            raise corrupt_error(self.path, f"reading poses/{convention}: {err}") from None
+            raise _corrupt(self.path, f"reading poses/{convention}: {err}") from None
 
     def read_clip(self, row: int, conventions: Mapping[str, Skeleton]) -> Clip:
         """The clip in ``row``, with every convention's poses when its status is ok."""
@@ -157,7 +158,7 @@ class Segment:
         start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
         poses: dict[str, np.ndarray] = {}
         scores = frame_indices = None
-        with open_h5(self.path) as f:
+        with _open_h5(self.path) as f:
             try:
                 if meta["status"][row] == ClipStatus.OK:
                     for conv in conventions:
@@ -166,8 +167,8 @@ class Segment:
                     scores = f["scores"][start:stop]
                 if meta["has_frame_indices"][row]:
                     frame_indices = f["frame_indices"][start:stop]
-            except H5_ERRORS as err:
-                raise corrupt_error(self.path, f"reading clip {meta['name'][row]!r}: {err}") from None
+            except _H5_ERRORS as err:
+                raise _corrupt(self.path, f"reading clip {meta['name'][row]!r}: {err}") from None
         fps = meta["fps"][row]
         return Clip(
             name=meta["name"][row], poses=poses, label=meta["label"][row], subject=meta["subject"][row],
@@ -178,7 +179,7 @@ class Segment:
         )
 
 
-def check_meta(path: Path, meta: dict[str, list[Any]], offsets: np.ndarray, max_persons: int) -> None:
+def _check_meta(path: Path, meta: dict[str, list[Any]], offsets: np.ndarray, max_persons: int) -> None:
     """Check the types and ranges of a segment's metadata columns (lengths already agree).
 
     A damaged segment must fail here with the file named, not later with a raw ValueError /
@@ -186,7 +187,7 @@ def check_meta(path: Path, meta: dict[str, list[Any]], offsets: np.ndarray, max_
     """
 
     def bad(column: str, what: str) -> CacheError:
-        return corrupt_error(path, f"metadata column {column!r} {what}")
+        return _corrupt(path, f"metadata column {column!r} {what}")
 
     if not all(isinstance(v, str) and CLIP_NAME_RE.fullmatch(v) for v in meta["name"]):
         raise bad("name", "holds something that is not a clip name")
@@ -215,9 +216,9 @@ def _check_seal(path: Path) -> list[tuple[int, int]] | None:
     try:
         return segment_seal.verify(path)
     except segment_seal.SealError as err:
-        raise corrupt_error(path, f"checksum failed: {err}") from None
+        raise _corrupt(path, f"checksum failed: {err}") from None
     except OSError as err:
-        raise corrupt_error(path, str(err)) from None
+        raise _corrupt(path, str(err)) from None
 
 
 def _check_header(f: Any, path: Path) -> None:
@@ -237,8 +238,9 @@ def _check_header(f: Any, path: Path) -> None:
             "upgrade msclr (pip install -U msclr)"
         )
     if not (is_int and version == VERSION):
-        what = "no segment version" if version is None else f"segment version {version}"
-        raise corrupt_error(path, f"{what}; this msclr reads segment version {VERSION}")
+        shown = version if is_int else repr(version)
+        what = "no segment version" if version is None else f"segment version {shown}"
+        raise _corrupt(path, f"{what}; this msclr reads segment version {VERSION}")
 
 
 def _read_meta(f: Any, path: Path, max_persons: int) -> tuple[dict[str, list[Any]], np.ndarray]:
@@ -248,8 +250,8 @@ def _read_meta(f: Any, path: Path, max_persons: int) -> tuple[dict[str, list[Any
     offsets = np.asarray(meta.pop("offsets"), dtype=np.int64)
     n = len(meta["name"])
     if any(len(meta[c]) != n for c in META_COLUMNS) or offsets.shape != (n + 1,):
-        raise corrupt_error(path, "metadata columns disagree in length")
-    check_meta(path, meta, offsets, max_persons)
+        raise _corrupt(path, "metadata columns disagree in length")
+    _check_meta(path, meta, offsets, max_persons)
     return meta, offsets
 
 
@@ -262,56 +264,31 @@ def _check_datasets(f: Any, path: Path, conventions: Mapping[str, Skeleton], max
         ds = f["poses"][conv]
         expected = (total, max_persons, skel.num_joints, 3)
         if ds.shape != expected:
-            raise corrupt_error(path, f"poses/{conv} has shape {ds.shape}, expected {expected}")
-        span = raw_range(ds)
+            raise _corrupt(path, f"poses/{conv} has shape {ds.shape}, expected {expected}")
+        span = _raw_range(ds)
         raw[conv] = None if span is None else span[0]
         if span is not None:
             pose_ranges.append(span)
     if sealed is not None and sorted(pose_ranges) != sealed:
-        raise corrupt_error(path, "the seal's unchecked byte ranges are not the pose data's")
+        raise _corrupt(path, "the seal's unchecked byte ranges are not the pose data's")
     if f["scores"].shape != (total, max_persons) or f["frame_indices"].shape != (total,):
-        raise corrupt_error(path, "scores / frame_indices have the wrong shape")
+        raise _corrupt(path, "scores / frame_indices have the wrong shape")
     return raw
 
 
 def read_segment(path: Path, conventions: Mapping[str, Skeleton], max_persons: int) -> Segment:
     """Check a segment's seal, read its metadata and check its structure (shapes only, no pose data)."""
     sealed = _check_seal(path)
-    with open_h5(path) as f:
+    with _open_h5(path) as f:
         try:
             _check_header(f, path)
             meta, offsets = _read_meta(f, path, max_persons)
             raw = _check_datasets(f, path, conventions, max_persons, int(offsets[-1]), sealed)
         except CacheError:
             raise
-        except H5_ERRORS as err:
-            raise corrupt_error(path, f"{type(err).__name__}: {err}") from None
+        except _H5_ERRORS as err:
+            raise _corrupt(path, f"{type(err).__name__}: {err}") from None
     return Segment(path, meta, offsets, raw)
-
-
-def segment_paths(root: Path) -> list[Path]:
-    """The committed segment files of the cache ``root``, in commit order."""
-    seg_dir = root / SEGMENTS
-    if not seg_dir.is_dir():
-        return []
-    return sorted(p for p in seg_dir.iterdir() if p.suffix == ".h5" and not p.name.startswith("."))
-
-
-class SegmentIndex:
-    """Every committed segment of a cache, and clip name -> (segment, row); the latest segment wins."""
-
-    def __init__(self, root: Path, conventions: Mapping[str, Skeleton], max_persons: int,
-                 progress: Callable[[int, int], None] | None = None) -> None:
-        paths = segment_paths(root)
-        self.segments: list[Segment] = []
-        self.where: dict[str, tuple[int, int]] = {}
-        for i, path in enumerate(paths):
-            seg = read_segment(path, conventions, max_persons)
-            self.segments.append(seg)
-            for row, name in enumerate(seg.names):
-                self.where[name] = (i, row)
-            if progress is not None:
-                progress(i + 1, len(paths))
 
 
 # ---------------------------------------------------------------------- writing
@@ -390,8 +367,9 @@ def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_per
             # to the next convention's dataset (after creating it, before its attributes) and, for the
             # last, with the file.  Keep this sequence, or the bytes of compressed segments change.
             shape = (int(offsets[-1]), max_persons, skel.num_joints, 3)
-            ds = group.create_dataset(conv, data=_pose_data(clips, conv, shape), **_chunking(shape, compression))
-            if (span := raw_range(ds)) is not None:
+            data = _pose_data(clips, conv, shape)
+            ds = group.create_dataset(conv, data=data, **_chunking(shape, compression))
+            if (span := _raw_range(ds)) is not None:
                 pose_ranges.append(span)
             ds.attrs["skeleton"] = conv
             ds.attrs["units"] = UNITS
@@ -403,5 +381,4 @@ def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_per
     return buffer
 
 
-__all__ = ["H5_ERRORS", "META_COLUMNS", "SEGMENT_FORMAT", "Segment", "SegmentIndex", "check_meta",
-           "corrupt_error", "encode_segment", "open_h5", "raw_range", "read_segment", "segment_paths"]
+__all__ = ["META_COLUMNS", "SEGMENT_FORMAT", "Rows", "Segment", "encode_segment", "read_segment"]

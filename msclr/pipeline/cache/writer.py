@@ -30,6 +30,7 @@ from msclr.errors import CacheError
 from msclr.files import fsync_dir
 from msclr.pipeline.cache.clip import Clip
 from msclr.pipeline.cache.diskio import disk_error_reason, fsync_file, host_tag, pid_alive
+from msclr.pipeline.cache.index import SegmentIndex
 from msclr.pipeline.cache.manifest import (
     MANIFEST,
     SEGMENTS,
@@ -42,7 +43,7 @@ from msclr.pipeline.cache.manifest import (
     store_classes,
     update_splits,
 )
-from msclr.pipeline.cache.segments import SegmentIndex, encode_segment
+from msclr.pipeline.cache.segments import encode_segment
 from msclr.pipeline.cache.validate import validate_clip
 from msclr.skeletons import Skeleton
 

@@ -105,6 +105,42 @@ def feature_stats(features: Any, eps: float = 1e-6) -> tuple[Any, Any]:
     return features.mean(0), features.std(0, unbiased=False) + eps
 
 
+def _new_classifier(dim: int, num_classes: int, gen: Any, device: Any,
+                    stats: tuple[Any, Any] | None) -> tuple[Any, Callable[[Any], Any]]:
+    """A Linear(dim, num_classes) on ``device`` with the reference's ``weights_init`` (N(0, 0.02) weights drawn
+    from ``gen``, zero bias), and the classifier as the training loop sees it (standardise with ``stats``
+    first when given)."""
+    import torch
+
+    fc = torch.nn.Linear(dim, num_classes)
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * 0.02)
+        fc.bias.zero_()
+    linear = fc.to(device)
+    if stats is None:
+        return linear, linear
+    mean, std = (t.to(device) for t in stats)
+
+    def classify(features: Any) -> Any:
+        return linear((features - mean) / std)
+
+    return linear, classify
+
+
+def _raw_feature_weights(linear: Any, stats: tuple[Any, Any] | None, device: Any) -> tuple[Any, Any]:
+    """(C, D) weight and (C,) bias on the CPU that apply to raw features: a classifier trained on
+    ``(f - mean) / std`` is folded back (``W' = W / std``, ``b' = b - W' @ mean``)."""
+    import torch
+
+    with torch.no_grad():
+        weight, bias = linear.weight.detach(), linear.bias.detach()
+        if stats is not None:
+            mean, std = (t.to(device) for t in stats)
+            weight = weight / std
+            bias = bias - weight @ mean
+    return weight.cpu().clone(), bias.cpu().clone()
+
+
 def _train_loop(batch_features: Callable[[Any], Any], n_train: int, y_train: Any, test_logits_fn: Callable[[Any], Any],
                 y_test: np.ndarray, num_classes: int, dim: int, config: LinearConfig, device: Any,
                 eval_every: int | None, progress: Progress | None, tag: str,
@@ -113,23 +149,13 @@ def _train_loop(batch_features: Callable[[Any], Any], n_train: int, y_train: Any
 
     ``stats`` = (mean, std) of the training features when ``config.standardize``: the classifier then sees
     ``(f - mean) / std`` during training and the returned weight / bias are folded back so that they apply
-    to raw features (``W' = W / std``, ``b' = b - W' @ mean``).
+    to raw features.
     """
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(int(config.seed))
-    fc = torch.nn.Linear(dim, num_classes)
-    with torch.no_grad():  # the reference's weights_init: N(0, 0.02) weights, zero bias
-        fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * 0.02)
-        fc.bias.zero_()
-    linear = fc.to(device)
-    if stats is not None:
-        mean, std = (t.to(device) for t in stats)
-
-        def fc(features: Any) -> Any:  # the classifier as the loop sees it: standardise, then linear
-            return linear((features - mean) / std)
-
+    linear, fc = _new_classifier(dim, num_classes, gen, device, stats)
     opt = torch.optim.SGD(linear.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                           weight_decay=config.weight_decay)
     y_train = torch.as_tensor(y_train, dtype=torch.long).to(device)
@@ -166,12 +192,9 @@ def _train_loop(batch_features: Callable[[Any], Any], n_train: int, y_train: Any
             progress("linear_epoch", {"tag": tag, **record, "epochs": config.epochs})
     with torch.no_grad():
         logits = test_logits_fn(fc).float().cpu().numpy()
-        weight, bias = linear.weight.detach(), linear.bias.detach()
-        if stats is not None:
-            weight = weight / std
-            bias = bias - weight @ mean
+    weight, bias = _raw_feature_weights(linear, stats, device)
     return ClassifierResult(
-        weight=weight.cpu().clone(), bias=bias.cpu().clone(), test_logits=logits,
+        weight=weight, bias=bias, test_logits=logits,
         top1=topk_accuracy(logits, y_test, 1), top5=topk_accuracy(logits, y_test, 5),
         best_top1=None if best is None else best[0], best_epoch=None if best is None else best[1],
         history=history)
