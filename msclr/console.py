@@ -182,7 +182,7 @@ class ExtractBars:
     def video_finished(self, clip: Any, seconds: float) -> None:
         if self._videos is not None:
             self._progress.update(self._videos, advance=1)
-        if clip.status != "ok" or clip.message:
+        if clip.status != "ok" or clip.message:  # ClipStatus.OK == "ok"
             self.console.print(f"[yellow]{clip.name}: {clip.status}[/yellow] {clip.message}")
 
 

@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, ExtractionError, MsclrError
+from msclr.pipeline.cache import ClipStatus
 from msclr.pipeline.rundir import RunFolder, RunInfo, RunStatus
 from msclr.skeletons import Skeleton
 
@@ -540,10 +541,10 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
                              progress)
     finally:
         ext.close()
-    if clip.status == "no_person":
+    if clip.status == ClipStatus.NO_PERSON:
         raise NoPersonError(f"nobody in the clip {path}: {clip.message} ({ext.name}). Use a clip that shows a "
                             "person's body.")
-    if clip.status != "ok":
+    if clip.status != ClipStatus.OK:
         raise ExtractionError(f"cannot extract skeletons from {path} ({clip.status}): {clip.message}")
     prediction = predict_skeletons(trained, {source: clip.poses[source] for source in set(plan.values())},
                                    top_k=top_k, device=device)

@@ -103,7 +103,7 @@ def import_ntu(
     Returns:
         an :class:`ImportReport`; ``failures`` lists the files that failed in this run.
     """
-    from msclr.pipeline.cache import CacheWriter
+    from msclr.pipeline.cache import CacheWriter, ClipStatus
 
     if body_order not in BODY_ORDERS:
         raise MsclrError(f"body order must be one of {', '.join(BODY_ORDERS)}, not {body_order!r}")
@@ -133,9 +133,9 @@ def import_ntu(
                     clip = skeleton_to_clip(path, max_persons=MAX_PERSONS, body_order=body_order,
                                             convention=NTU_CONVENTION)
                 except ImportFormatError as err:
-                    clip = ntu_clip_stub(path, status="parse_error", message=str(err))
+                    clip = ntu_clip_stub(path, status=ClipStatus.PARSE_ERROR, message=str(err))
                 writer.add(clip)
-                if clip.status == "ok":
+                if clip.status == ClipStatus.OK:
                     report.imported += 1
                     ok.add(clip.name)
                 else:

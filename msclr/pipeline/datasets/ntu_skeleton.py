@@ -353,13 +353,15 @@ def skeleton_to_clip(
     Raises:
         ImportFormatError: the file cannot be parsed (file and line in the message).
     """
+    from msclr.pipeline.cache import ClipStatus
+
     path = Path(path)
     parsed = read_skeleton_file(path)
     poses, persons = select_bodies(parsed, max_persons=max_persons, body_order=body_order)
-    clip = ntu_clip_stub(path, status="ok")
+    clip = ntu_clip_stub(path, status=ClipStatus.OK)
     clip.model_id = f"kinect-v2 .skeleton, body order {body_order}"
     if persons == 0:
-        clip.status = "no_person"
+        clip.status = ClipStatus.NO_PERSON
         clip.message = f"{path.name}: no body in any of its {parsed.num_frames} frames"
         return clip
     clip.poses = {convention: poses}
