@@ -13,6 +13,7 @@ Anything else (a pickled object from a foreign or tampered file) is refused with
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,39 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+# ------------------------------------------------------- test-only pause points
+PAUSE_ENV = "MSCLR_TEST_PAUSE"
+PAUSE_MARKER_ENV = "MSCLR_TEST_PAUSE_MARKER"
+_pause_hits: dict[str, int] = {}
+
+
+def pause_point(name: str) -> None:
+    """Test hook (``tests/test_train_kill.py``), inert unless ``$MSCLR_TEST_PAUSE`` is set.
+
+    ``MSCLR_TEST_PAUSE=NAME[#N]`` makes the process stop for good the N-th time (default: the first) it passes
+    the point ``NAME``: it creates the file ``$MSCLR_TEST_PAUSE_MARKER`` (when set) and sleeps until it is
+    killed, so a test can SIGKILL it at an exact, reproducible point.  The points:
+
+    - ``replace:FILE``: in :func:`atomic_open`, when the temporary file of ``FILE`` (a bare file name such as
+      ``last.pt``) is written and fsynced, just before ``os.replace`` puts it in place;
+    - ``step:EPOCH:STEP``: in pretraining, right after optimiser step ``STEP`` (1-based) of ``EPOCH``.
+    """
+    want = os.environ.get(PAUSE_ENV)
+    if not want:
+        return
+    target, _, nth = want.partition("#")
+    if name != target:
+        return
+    _pause_hits[name] = _pause_hits.get(name, 0) + 1
+    if _pause_hits[name] != int(nth or 1):
+        return
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    if marker:
+        Path(marker).touch()
+    while True:  # until killed
+        time.sleep(60)
+
+
 def default_tmp_name(final: Path) -> Path:
     """``.NAME.PID.partial`` beside ``final``."""
     return final.with_name(f".{final.name}.{os.getpid()}.partial")
@@ -53,6 +87,7 @@ def atomic_open(path: str | Path, mode: str = "wb", *, tmp: Path | None = None,
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        pause_point(f"replace:{path.name}")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -101,6 +101,35 @@ def _same_state(a: dict, b: dict) -> None:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), key
 
 
+class _Events:
+    """A progress sink that records every pretraining event (event name, info)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def __call__(self, event: str, info: dict) -> None:
+        self.events.append((event, dict(info)))
+
+    def of(self, name: str) -> list[dict]:
+        return [info for event, info in self.events if event == name]
+
+    def steps(self) -> list[tuple[int, int]]:
+        """(epoch, 1-based step) of every optimiser step, in order."""
+        return [(info["epoch"], info["step"]) for info in self.of("step")]
+
+
+def _assert_resumed_from(events: _Events, epoch: int, next_batch: int, total_epochs: int) -> None:
+    """The run resumed at checkpoint position (``epoch``, ``next_batch`` steps already done in it): its start
+    event says so, its first step is the next one, no earlier step ran again and every later step ran once."""
+    (start,) = events.of("start")
+    assert start["start_epoch"] == epoch, start
+    spe = start["steps_per_epoch"]
+    expected = [(e, s) for e in range(epoch, total_epochs + 1) for s in range(1, spe + 1) if (e, s) > (epoch, next_batch)]
+    steps = events.steps()
+    assert all(step > (epoch, next_batch) for step in steps), f"steps before the checkpoint ran again: {steps}"
+    assert steps == expected, steps
+
+
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
     arrays, skeletons, config = _setup()
     full = pretrain(arrays, skeletons, "bone", config, tmp_path / "full")
@@ -123,7 +152,11 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> No
     other = replace(config, pretrain=replace(config.pretrain, lr=0.05))
     with pytest.raises(CheckpointError, match="pretrain.lr"):
         pretrain(arrays, skeletons, "bone", other, tmp_path / "resumed", resume=True)
-    resumed = pretrain(arrays, skeletons, "bone", config, tmp_path / "resumed", resume=True)
+    events = _Events()
+    resumed = pretrain(arrays, skeletons, "bone", config, tmp_path / "resumed", resume=True, progress=events)
+    # it continued from last.pt (epoch 3, step 1), not from epoch 1: epochs 1-2 were not trained again
+    _assert_resumed_from(events, 3, 0, 4)
+    assert [info["epoch"] for info in events.of("epoch")] == [3, 4]
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     _same_state(full.encoder_state, resumed.encoder_state)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
@@ -135,9 +168,11 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> No
     one = pretrain(arrays, skeletons, "bone", fresh_cfg, tmp_path / "one")
     assert any(not torch.allclose(one.encoder_state[k].float(), full.encoder_state[k].float(), atol=1e-4)
                for k in full.encoder_state)
-    # a complete run resumes to a no-op
-    again = pretrain(arrays, skeletons, "bone", config, tmp_path / "full", resume=True)
+    # a complete run resumes to a no-op: it starts after the last epoch and runs no step
+    events = _Events()
+    again = pretrain(arrays, skeletons, "bone", config, tmp_path / "full", resume=True, progress=events)
     _same_state(full.encoder_state, again.encoder_state)
+    assert events.of("start")[0]["start_epoch"] == 5 and events.steps() == [] and events.of("epoch") == []
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path: Path) -> None:
@@ -153,5 +188,9 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path: Path) -> None:
         pretrain(arrays, skeletons, "joint", config, tmp_path / "cut", progress=interrupt_at_step)
     ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["start_batch"]) == (1, 3)
-    resumed = pretrain(arrays, skeletons, "joint", config, tmp_path / "cut", resume=True)
+    events = _Events()
+    resumed = pretrain(arrays, skeletons, "joint", config, tmp_path / "cut", resume=True, progress=events)
+    # mid-epoch resume: the first step is step 4 of epoch 1; steps 1-3 of epoch 1 did not run again
+    _assert_resumed_from(events, 1, 3, 2)
+    assert events.steps()[0] == (1, 4)
     _same_state(full.encoder_state, resumed.encoder_state)

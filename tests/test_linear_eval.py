@@ -134,3 +134,56 @@ def test_evaluate_stream_ensemble(encoder) -> None:
 
     probs = (softmax(ev.results["kinectv2_25"].test_logits) + softmax(ev.results["smpl_24"].test_logits)) / 2
     assert m["ensemble"]["top1"] == pytest.approx(topk_accuracy(probs, y_te, 1))
+
+
+def _peak_then_fall_features() -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+    """Two classes, two feature dimensions, built so that test accuracy peaks in the first epochs, then falls.
+
+    Dimension A (= ±1 with the class sign) agrees with the label on 3/4 of the training clips and on every test
+    clip; dimension B (= ±0.5) agrees with it on every training clip but is reversed (and of growing size) on
+    the test clips.  SGD first follows A (test accuracy up); to fit the last quarter of the training set it then
+    has to weigh B over A, which flips the test clips one after the other (test accuracy down).
+    """
+    n_train, n_test = 40, 20
+    y_tr, y_te = np.arange(n_train) % 2, np.arange(n_test) % 2
+    s_tr, s_te = 2.0 * y_tr - 1, 2.0 * y_te - 1
+    a_tr = s_tr.copy()
+    a_tr[: n_train // 4] *= -1
+    tr = np.stack([a_tr, 0.5 * s_tr], 1)
+    te = np.stack([s_te, -s_te * np.linspace(0.1, 1.0, n_test)], 1)
+    return (torch.from_numpy(tr.astype(np.float32)), y_tr.astype(np.int64),
+            torch.from_numpy(te.astype(np.float32)), y_te.astype(np.int64))
+
+
+def test_reported_top1_is_the_last_epoch_not_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    tr, y_tr, te, y_te = _peak_then_fall_features()
+    cfg = LinearConfig(epochs=20, lr_steps=(16,), batch_size=8, lr=0.03, seed=0)
+    res = linear_eval_cached(tr, y_tr, te, y_te, 2, cfg, eval_every=1)
+    curve = [h["top1"] for h in res.history]
+    # the case is what it claims: an early peak, well above the last epoch
+    assert len(curve) == 20 and max(curve) >= 70 and curve[-1] <= 30, curve
+    assert res.best_epoch == int(np.argmax(curve)) + 1 < cfg.epochs and res.best_top1 == max(curve)
+    # reported: the last epoch's accuracy (its logits), not the best
+    assert res.top1 == curve[-1] != res.best_top1
+    assert res.top1 == pytest.approx(100.0 * float(np.mean(res.test_logits.argmax(1) == y_te)))
+
+    # the same through evaluate_stream's metrics (what msclr train writes), with and without report_best
+    import msclr.pipeline.training.linear_eval as linear_eval
+
+    features = {"train": tr, "test": te}
+    skels = {"kinectv2_25": get_skeleton("kinectv2_25")}
+    x_tr, x_te = np.zeros((40, 3, 16, 25, 1), np.float32), np.zeros((20, 3, 16, 25, 1), np.float32)
+
+    def crafted(encoder, x, skel, stream, **kwargs):
+        return features["train" if x is x_tr else "test"]
+
+    monkeypatch.setattr(linear_eval, "extract_features", crafted)
+    for report_best in (False, True):
+        ev = evaluate_stream(None, {"kinectv2_25": x_tr}, y_tr, {"kinectv2_25": x_te}, y_te, skels, "joint", 2,
+                             replace(cfg, report_best=report_best))
+        m = ev.metrics(report_best=report_best)["conventions"]["kinectv2_25"]
+        assert m["top1"] == ev.results["kinectv2_25"].top1 == res.top1
+        if report_best:  # evaluated every 5 epochs: the best of 5, 10, 15, 20 is an early one, kept apart
+            assert m["best_epoch"] < cfg.epochs and m["best_top1"] > m["top1"], m
+        else:
+            assert "best_top1" not in m

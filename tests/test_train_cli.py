@@ -51,7 +51,22 @@ def _train(cache: Path, out: Path, recipe: Path, *extra: str):
                                     "--linear-epochs", "5", "--device", "cpu", "--no-tensorboard", "-q", *extra])
 
 
-def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
+def _record_progress(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Make ``msclr train``'s progress display also record every (event, info) it receives; returns the list."""
+    import msclr.console
+
+    events: list[tuple[str, dict]] = []
+
+    class Recording(msclr.console.TrainProgress):
+        def __call__(self, event: str, info: dict) -> None:
+            events.append((event, dict(info)))
+            super().__call__(event, info)
+
+    monkeypatch.setattr(msclr.console, "TrainProgress", Recording)
+    return events
+
+
+def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from msclr.files import load_checkpoint
     from msclr.models.fusion import topk_accuracy
     from msclr.pipeline.cache import Cache
@@ -107,9 +122,14 @@ def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path) -> None:
     # a second train into the same folder must not overwrite it; --resume of a finished run is a no-op
     again = _train(tiny_cache, run, recipe, "--stream", "all", "--split", "xsub")
     assert again.exit_code == 1 and "--resume" in again.output
+    events = _record_progress(monkeypatch)
     resumed = _train(tiny_cache, run, recipe, "--stream", "all", "--split", "xsub", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "metrics.json").read_text())["streams"] == metrics["streams"]
+    # ... and it really resumed from every stream's last.pt (epoch 3 of 2: done), retraining nothing
+    starts = [info for event, info in events if event == "start"]
+    assert [(s["stream"], s["start_epoch"]) for s in starts] == [("joint", 3), ("motion", 3), ("bone", 3)]
+    assert [info for event, info in events if event in ("step", "epoch", "checkpoint")] == []
 
 
 def test_axis_input_norm_run_round_trips(tiny_cache: Path, tmp_path: Path) -> None:
@@ -176,3 +196,36 @@ def test_packaged_recipes_load() -> None:
     assert config_from_dict(tomllib.loads(to_toml(small))) == small
     assert TrainConfig().pretrain.with_epochs(30).lr_steps == (25,)
     assert TrainConfig().pretrain.with_epochs(30).mining_epoch == 15
+
+
+# The paper's MS-AimCLR settings (arXiv 2508.14889; the authors' released NTU-60 pretext and linear-evaluation
+# configs), written out literally: the defaults must not be checked against themselves.
+PAPER_PRETRAIN = {"epochs": 300, "lr": 0.1, "lr_steps": (250,), "lr_gamma": 0.1, "batch_size": 128,
+                  "weight_decay": 1e-4, "momentum": 0.9, "nesterov": False,
+                  "mining_epoch": 150}  # 1-based, mining on for epoch > 150, i.e. from epoch 151
+PAPER_MODEL = {"queue_size": 32768, "key_momentum": 0.999, "temperature": 0.07, "feature_dim": 128}
+PAPER_LINEAR = {"epochs": 100, "lr": 3.0, "lr_steps": (80,), "lr_gamma": 0.1, "weight_decay": 0.0,
+                "momentum": 0.9, "nesterov": False, "batch_size": 128, "report_best": False}
+PAPER_FUSION = {"joint": 0.6, "bone": 0.6, "motion": 0.4}
+
+
+def _check_paper_settings(config, origin: str) -> None:
+    for section, expected in (("pretrain", PAPER_PRETRAIN), ("model", PAPER_MODEL), ("linear", PAPER_LINEAR),
+                              ("fusion", PAPER_FUSION)):
+        got = {key: getattr(getattr(config, section), key) for key in expected}
+        assert got == expected, f"{origin} [{section}]"
+    pre, lin = config.pretrain, config.linear
+    # pretraining lr 0.1 for epochs 1-250, 0.01 for 251-300
+    assert [pre.lr_at(e) for e in (1, 250)] == [0.1, 0.1], origin
+    assert [pre.lr_at(e) for e in (251, 300)] == pytest.approx([0.01, 0.01], rel=1e-12), origin
+    # linear lr 3.0 for epochs 1-80, 0.3 for 81-100
+    assert [lin.lr_at(e) for e in (1, 80)] == [3.0, 3.0], origin
+    assert [lin.lr_at(e) for e in (81, 100)] == pytest.approx([0.3, 0.3], rel=1e-12), origin
+
+
+def test_defaults_and_ntu_recipes_are_the_papers_settings() -> None:
+    from msclr.pipeline.config import TrainConfig, load_recipe
+
+    _check_paper_settings(TrainConfig(), "TrainConfig()")
+    for name in ("ntu60_xsub", "ntu60_xview", "ntu120_xsub", "ntu120_xset"):
+        _check_paper_settings(load_recipe(name), f"recipe {name}")

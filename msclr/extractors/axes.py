@@ -2,8 +2,8 @@
 
 The cache stores metres in **Kinect camera space**: x towards the camera's left (= the image's
 left as the camera sees it), y up, z forward (away from the camera).  A subject facing the camera
-therefore has ``left_shoulder.x < right_shoulder.x`` (UTD-MHAD's Kinect data show exactly that in
-every frame; ``reference/skeletons.md`` §1).
+therefore has ``left_shoulder.x < right_shoulder.x`` (UTD-MHAD's Kinect recordings, whose subjects
+face the sensor, show exactly that in every frame).
 
 - **MeTRAbs** returns millimetres in the OpenCV camera frame (x image right, y image down, z
   forward): ``p_kinect = diag(-1, -1, 1) @ p_mm / 1000``.  diag(-1, -1, 1) is a 180 degree rotation
@@ -15,9 +15,9 @@ every frame; ``reference/skeletons.md`` §1).
   rotation applies without scaling: ``p_kinect = diag(-1, -1, 1) @ p_world``.  Verified on
   ``S001C001P001R001A001_rgb.avi`` (subject facing the camera): after the mapping,
   ``LEFT_SHOULDER.x < RIGHT_SHOULDER.x``, the nose is nearer the camera (smaller z) than the hips
-  and above them (larger y); see ``tests/test_mediapipe_real.py``.  (The issue text guessed
-  ``left_shoulder.x > right_shoulder.x``; the Kinect definition "x towards the sensor's left" and the
-  UTD-MHAD data say the opposite, and that is what msclr follows.)
+  and above them (larger y); see ``tests/test_mediapipe_real.py``.  (A plausible first guess,
+  ``left_shoulder.x > right_shoulder.x``, is wrong: the Kinect definition "x towards the sensor's
+  left" and the UTD-MHAD data say the opposite, and that is what msclr follows.)
 """
 
 from __future__ import annotations

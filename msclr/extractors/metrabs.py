@@ -11,9 +11,10 @@ with** ``skeleton=''`` (all of the model's joints); each requested convention ``
 out on the joint axis with the model's own ``per_skeleton_indices[s]``.  MeTRAbs applies the
 skeleton argument as exactly such a gather on the joint axis, after detection, crop inference and
 plausibility filtering on the full joint set (so the people returned do not depend on it), so the
-result equals one call per skeleton at a quarter of the cost for four conventions.  (MS-CLR's own extraction passed ``skeleton='smplx_42'`` and so ran
-the network once per convention.)  The camera matrix is passed explicitly for every batch as
-``[1, 3, 3]``: built from ``fov`` like MeTRAbs does for unknown intrinsics, or given by the user.
+result equals one call per skeleton at a quarter of the cost for four conventions.  (MS-CLR's own
+extraction passed ``skeleton='smplx_42'`` and so ran the network once per convention.)  The camera
+matrix is passed explicitly for every batch as ``[1, 3, 3]``: built from ``fov`` like MeTRAbs does for
+unknown intrinsics, or given by the user (:meth:`MetrabsExtractor.camera_matrix`).
 
 Joint names read from the model (``per_skeleton_joint_names[s]``) must equal the registry's
 (:mod:`msclr.skeletons`); a mismatch raises :class:`~msclr.errors.ExtractionError` listing the

@@ -166,11 +166,13 @@ def resolve_conventions(kind: str, requested: str | Sequence[str | Skeleton] | N
 
 
 def check_options(kind: str, **given: Any) -> None:
-    """Refuse options (given = not None) that ``kind`` does not use; keyword names are those of
-    :func:`build_extractor`, reported as command-line flags (``pose_model`` -> ``--pose-model``).
+    """Refuse options (given = not None) that ``kind`` does not use, and ``fov`` with ``intrinsics``;
+    keyword names are those of :func:`build_extractor`, reported as command-line flags
+    (``pose_model`` -> ``--pose-model``).  Pass only the options the user actually gave.
 
     Raises:
-        MsclrError: e.g. ``"--fov only apply to --extractor metrabs"``.
+        MsclrError: e.g. ``"--fov only apply to --extractor metrabs"``, ``"give either --fov or
+            --intrinsics, not both"`` (a command line reports it as a usage error).
         TypeError: a keyword that is no option of :func:`build_extractor`.
     """
     spec = get_extractor_spec(kind)
@@ -182,6 +184,8 @@ def check_options(kind: str, **given: Any) -> None:
         owners = [k for k, s in EXTRACTORS.items() if all(o in s.options for o in bad)]
         flags = ", ".join("--" + k.replace("_", "-") for k in bad)
         raise MsclrError(f"{flags} only apply to --extractor {' / '.join(owners) or '(none)'}")
+    if given.get("fov") is not None and given.get("intrinsics") is not None:
+        raise MsclrError("give either --fov or --intrinsics, not both")
 
 
 def build_extractor(kind: str, skeletons: Sequence[str | Skeleton] | None = None, *, max_persons: int = 2,
@@ -232,11 +236,14 @@ def extractor_factory(kind: str, skeletons: Sequence[str | Skeleton] | None = No
                       **options: Any) -> Callable[[], Extractor]:
     """A zero-argument builder for :func:`msclr.pipeline.extract.extract_videos` (which loads the
     model only when some video needs it).  Checks now what can fail before the long model load:
-    the kind, the conventions, options the kind does not use, an intrinsics file.
+    the kind, the conventions, an intrinsics file.
 
-    ``options``: the keyword options of :func:`build_extractor`.
+    ``options``: the keyword options of :func:`build_extractor` (ignored where the kind does not
+    use them, as there; refuse the ones the user gave with :func:`check_options`).
     """
-    check_options(kind, **options)
+    unknown = sorted(set(options) - set(METRABS_OPTIONS) - set(COMMON_OPTIONS))
+    if unknown:
+        raise TypeError(f"extractor_factory() got unknown options {unknown}")
     skels = resolve_conventions(kind, skeletons)
     intrinsics = options.get("intrinsics")
     if isinstance(intrinsics, str | Path):

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, MsclrError
-from msclr.files import load_checkpoint, save_checkpoint
+from msclr.files import load_checkpoint, pause_point, save_checkpoint
 from msclr.pipeline.config import TrainConfig
 from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
 from msclr.pipeline.training.distributed import DistInfo, all_reduce_grads, broadcast_state, init_distributed
@@ -327,6 +327,7 @@ def _train_epoch(run: _Run, loader: Any, epoch: int, start_batch: int, interrupt
         losses.append(value)
         step += 1
         _log_step(run, epoch, step, value, lr, time.perf_counter() - t0, (q, k))
+        pause_point(f"step:{epoch}:{step}")  # test hook (tests/test_train_kill.py), inert unless $MSCLR_TEST_PAUSE
         if interrupt.requested:
             _save(run, epoch, step, False)
             raise KeyboardInterrupt
