@@ -12,17 +12,16 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from msclr import __version__
 from msclr.errors import MsclrError
+from msclr.extractors.registry import DEFAULT_EXTRACTOR, EXTRACTOR_KINDS, describe_outputs
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def user_errors(func: F) -> F:
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn :class:`MsclrError` into a clean ``Error: ...`` line and KeyboardInterrupt into exit 130."""
 
     @functools.wraps(func)
@@ -35,17 +34,18 @@ def user_errors(func: F) -> F:
             click.echo("Interrupted: progress so far is saved; rerun the same command to resume.", err=True)
             sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="msclr")
-def cli() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Also show TensorFlow's own log lines (MeTRAbs).")
+def cli(verbose: bool) -> None:
     """msclr: videos of people -> 3D skeletons -> action labels, with MS-CLR.
 
     \b
     Typical use:
-      msclr demo                                   # 3-minute synthetic tour, CPU, no downloads
+      msclr demo                                   # 1-minute synthetic tour, CPU, no downloads
       msclr extract videos/ --out cache/           # MeTRAbs skeletons into an HDF5 cache
       msclr train cache/ --out run/                # MS-AimCLR pretraining + linear evaluation
       msclr evaluate run/                          # accuracy table
@@ -55,7 +55,20 @@ def cli() -> None:
     """
 
 
-# ------------------------------------------------------------------ skeletons
+def _default_device(device: str | None) -> str:
+    """``--device`` as given, else ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _verbose() -> bool:
+    """``msclr -v``: TensorFlow's own logging is shown (it is silenced by default)."""
+    return bool(click.get_current_context().find_root().params.get("verbose"))
+
+
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the definition as JSON.")
@@ -70,20 +83,16 @@ def skeletons(name: str | None, as_json: bool) -> None:
     from msclr import console
     from msclr.skeletons import SKELETONS, get_skeleton
 
-    if name is None:
-        if as_json:
-            click.echo(json.dumps({n: s.num_joints for n, s in SKELETONS.items()}, indent=2))
-        else:
-            console.print_skeleton_list(SKELETONS)
-        return
-    skel = get_skeleton(name)
+    skel = None if name is None else get_skeleton(name)
     if as_json:
-        click.echo(json.dumps(skel.to_dict(), indent=2))
+        listing = {n: s.num_joints for n, s in SKELETONS.items()}
+        click.echo(json.dumps(listing if skel is None else skel.to_dict(), indent=2))
+    elif skel is None:
+        console.print_skeleton_list(SKELETONS)
     else:
         console.print_skeleton(skel)
 
 
-# ---------------------------------------------------------------- not yet built
 @cli.command(epilog="""\b
 Exit status: 0 every selected video has a usable clip in the cache; 1 at least one video
 could not be decoded, was empty, showed nobody or failed in the extractor (its status is
@@ -92,7 +101,7 @@ stopped the run; 2 usage error; 130 interrupted (finished clips are kept; rerun 
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Cache directory (created, or resumed: finished clips are skipped).")
-@click.option("--extractor", type=click.Choice(["metrabs", "mediapipe"]), default="metrabs", show_default=True,
+@click.option("--extractor", type=click.Choice(list(EXTRACTOR_KINDS)), default=DEFAULT_EXTRACTOR, show_default=True,
               help="metrabs: MeTRAbs TF SavedModel, every convention from one pass (GPU advised). "
                    "mediapipe: BlazePose 33, one person, CPU (pip install 'msclr[mediapipe]').")
 @click.option("--pose-model", default=None, metavar="URL|DIR",
@@ -145,44 +154,21 @@ def extract(ctx: click.Context, videos: tuple[str, ...], out: str, extractor: st
     status and the run goes on; a table summarises the run.
     """
     from msclr import console
-    from msclr.errors import MsclrError as _Err
+    from msclr.extractors.jobs import parse_shard
+    from msclr.extractors.registry import check_options, extractor_factory, resolve_conventions
     from msclr.pipeline import extract as ex
 
     try:
-        conventions = ex.resolve_conventions(extractor, skeletons)
-        shard_kn = ex.parse_shard(shard) if shard else None
-    except _Err as err:
+        conventions = resolve_conventions(extractor, skeletons)
+        shard_kn = parse_shard(shard) if shard else None
+        check_options(extractor, pose_model=pose_model, fov=fov, intrinsics=intrinsics,
+                      max_detections=max_detections)
+    except MsclrError as err:
         raise click.UsageError(str(err), ctx) from None
-    metrabs_only = {"--pose-model": pose_model, "--fov": fov, "--intrinsics": intrinsics,
-                    "--max-detections": max_detections}
-    if extractor == "mediapipe":
-        given = [k for k, v in metrabs_only.items() if v is not None]
-        if given:
-            raise click.UsageError(f"{', '.join(given)} only apply to --extractor metrabs", ctx)
-    if fov is not None and intrinsics is not None:
-        raise click.UsageError("give either --fov or --intrinsics, not both", ctx)
-
-    def factory() -> Any:
-        if extractor == "mediapipe":
-            from msclr.extractors.mediapipe_pose import MediaPipeExtractor
-
-            return MediaPipeExtractor()
-        from msclr.extractors.axes import DEFAULT_FOV_DEGREES, load_intrinsics
-        from msclr.extractors.metrabs import DEFAULT_MODEL_URL, MetrabsExtractor, MetrabsOptions
-
-        options = MetrabsOptions(
-            fov=DEFAULT_FOV_DEGREES if fov is None else fov,
-            intrinsics=None if intrinsics is None else load_intrinsics(intrinsics),
-            num_aug=num_aug, detector_threshold=detector_threshold,
-            max_detections=max_people + 2 if max_detections is None else max_detections,
-            internal_batch_size=internal_batch_size,
-        )
-        return MetrabsExtractor(pose_model or DEFAULT_MODEL_URL, conventions, options)
-
-    if intrinsics is not None:  # fail before the long model load
-        from msclr.extractors.axes import load_intrinsics
-
-        load_intrinsics(intrinsics)
+    factory = extractor_factory(extractor, conventions, max_persons=max_people, pose_model=pose_model, fov=fov,
+                                intrinsics=intrinsics, num_aug=num_aug, max_detections=max_detections,
+                                detector_threshold=detector_threshold, internal_batch_size=internal_batch_size,
+                                verbose=_verbose())
     opts = ex.ExtractOptions(batch_size=batch_size, stride=stride, limit_frames=limit_frames,
                              max_persons=max_people, retry_failed=retry_failed, shard=shard_kn)
     with console.ExtractBars() as progress:
@@ -211,15 +197,12 @@ def import_() -> None:
 def import_ntu(skeleton_dir: str, out: str, benchmark: str | None, skip_missing: bool, body_order: str) -> None:
     """Import NTU RGB+D .skeleton files into a cache.
 
-    SKELETON_DIR is the folder the NTU skeleton archive extracts to (searched recursively).
-    Each file becomes a clip of convention ntu_kinect_25, (T, 2, 25, 3) metres at 30 fps, with
-    label, subject, camera, setup and replication from its name; frames without a body stay as
-    zero rows so frame t is frame t of the video.  Rerunning resumes: clips already in the cache
-    are skipped and earlier failures are retried.  The NTU splits and class names are stored.
-
-    A malformed file is recorded in the cache (status parse_error, with file and line) and the
-    import goes on; the failures are listed at the end and the exit status is 1 if any file
-    failed (the other clips are imported).
+    SKELETON_DIR is the folder the NTU skeleton archive extracts to (searched recursively). Each file
+    becomes a clip of convention ntu_kinect_25, (T, 2, 25, 3) metres at 30 fps, with label, subject,
+    camera, setup and replication from its name; frames without a body stay as zero rows.  Rerunning
+    resumes (finished clips skipped, failures retried).  The NTU splits and class names are stored.
+    A malformed file is recorded (status parse_error, with file and line), the import goes on, and the
+    exit status is 1 if any file failed.
     """
     from msclr.console import count_bar, print_ntu_import
     from msclr.pipeline.datasets.importers import import_ntu as run_import
@@ -253,16 +236,14 @@ def import_pyskl(annotation: str, skeleton: str, out: str, scale: float, class_n
     taken as metres in Kinect camera space (see --scale).  Each frame_dir becomes a clip, the
     splits become the cache's named splits, and NTU fields are parsed from NTU names.
     """
-    from msclr.console import count_bar
+    from msclr.console import count_bar, print_lines
     from msclr.pipeline.datasets.importers import import_pyskl as run_import
 
     with count_bar("import pyskl") as progress:
         report = run_import(annotation, out, skeleton=skeleton, scale=scale, class_names=class_names,
                             progress=progress)
-    click.echo(f"{report.found} annotations: {report.imported} imported, {report.already} already in the "
-               f"cache -> {out}")
-    if report.splits:
-        click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in report.splits.items()))
+    print_lines(f"{report.found} annotations: {report.imported} imported, {report.already} already in the "
+                f"cache -> {out}", report.splits and "splits: " + ", ".join(f"{k} {v}" for k, v in report.splits.items()))
 
 
 @cli.command()
@@ -280,13 +261,13 @@ def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str
     its raw length with M = its persons, total_frames}; the cache's splits go to 'split'.  The
     file is written atomically (a temporary file, then renamed).
     """
-    from msclr.console import count_bar
+    from msclr.console import count_bar, print_lines
     from msclr.pipeline.datasets.pyskl import export_pyskl
 
     with count_bar("export") as progress:
         summary = export_pyskl(cache, out, skeleton=skeleton, split_prefixes=split_prefixes, progress=progress)
     splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items()) or "none"
-    click.echo(f"{summary['clips']} clips of {summary['convention']} -> {summary['out']} (splits: {splits})")
+    print_lines(f"{summary['clips']} clips of {summary['convention']} -> {summary['out']} (splits: {splits})")
 
 
 @cli.command()
@@ -297,19 +278,18 @@ def export(cache: str, out: str, skeleton: str | None, split_prefixes: tuple[str
 def compact(cache: str, segment_size: int) -> None:
     """Merge a cache's many small segment files into a few large ones.
 
-    `msclr extract` commits each clip as its own file (a crash loses at most one clip), which for
-    NTU-60 means about 57,000 files; opening the cache then reads every one.  `compact` copies the
-    latest version of every clip (failed records too) into segments of --segment-size clips, then
-    deletes the old files.  Content, splits and statuses are unchanged; killed at any point, the
-    cache stays readable, and a rerun finishes the job.  Run it when no other process uses the cache.
+    `msclr extract` commits each clip as its own file (for NTU-60 about 57,000 files, all read when the
+    cache opens).  `compact` copies the latest version of every clip (failed records too) into segments
+    of --segment-size clips, then deletes the old files: same content, splits and statuses; killed at any
+    point the cache stays readable and a rerun finishes the job.  Run it when no other process uses the cache.
     """
-    from msclr.console import count_bar
+    from msclr.console import count_bar, print_lines
     from msclr.pipeline.cache.compact import compact_cache
 
     with count_bar("compact") as progress:
         report = compact_cache(cache, segment_size=segment_size, progress=progress)
-    click.echo(f"{report.clips} clips: {report.segments_before} -> {report.segments_after} segment files, "
-               f"{report.bytes_before / 1e6:.1f} -> {report.bytes_after / 1e6:.1f} MB in {report.seconds:.1f} s")
+    print_lines(f"{report.clips} clips: {report.segments_before} -> {report.segments_after} segment files, "
+                f"{report.bytes_before / 1e6:.1f} -> {report.bytes_after / 1e6:.1f} MB in {report.seconds:.1f} s")
 
 
 @cli.command(epilog="""\b
@@ -337,9 +317,7 @@ def info(cache: str, as_json: bool, verify: bool) -> None:
     if verify:
         with count_bar("verify") as progress:
             report = opened.verify(progress=progress)
-        summary["verify"] = {"checked": report.checked, "bytes": report.bytes,
-                             "unsealed": [str(p) for p in report.unsealed],
-                             "damaged": {str(p): why for p, why in report.damaged}}
+        summary["verify"] = report.to_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -400,10 +378,7 @@ def train(cache: str, out: str, recipe: str | None, skeletons: str | None, strea
 
     config, notes = resolve_config(recipe, skeletons=skeletons, stream=stream, split=split, epochs=epochs,
                                    batch_size=batch_size, seed=seed, linear_epochs=linear_epochs, workers=workers)
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _default_device(device)
     err = console(stderr=True)
     if device == "cpu":
         tune_malloc()  # glibc allocator settings for CPU training
@@ -430,10 +405,10 @@ def evaluate(run: str, as_json: bool) -> None:
     metrics = read_metrics(run)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
-        return
-    from msclr.console import print_metrics
+    else:
+        from msclr.console import print_metrics
 
-    print_metrics(metrics)
+        print_metrics(metrics)
 
 
 @cli.command(epilog="""\b
@@ -442,15 +417,14 @@ Examples:
   msclr predict clip.mp4 --model run/ --extractor mediapipe    # a run trained on blazepose_33
   msclr predict clip.mp4 --model run/ --json --render out.mp4  # JSON + the clip with skeletons and label
 
-\b
-Extractors produce: metrabs smpl_24, smplx_42, berkeley_mhad_43, kinectv2_25 (a run trained on NTU's
-ntu_kinect_25 is fed kinectv2_25, same joint order; see the left/right caveat in the docs);
-mediapipe blazepose_33 only.  Exit status: 0 ok; 1 missing/unfinished run, unsafe model.pt, a
-convention the extractor cannot produce, an undecodable clip or nobody in it; 2 usage error.""")
+Extractors produce: """ + describe_outputs({"metrabs": "a run trained on NTU's ntu_kinect_25 is fed kinectv2_25, "
+                                            "same joint order; see the left/right caveat in the docs"}) + """.
+Exit status: 0 ok; 1 missing/unfinished run, unsafe model.pt, a convention the extractor cannot
+produce, an undecodable clip or nobody in it; 2 usage error.""")
 @click.argument("clip", type=click.Path(dir_okay=False))
 @click.option("--model", "-m", "run", required=True, type=click.Path(),
               help="Run folder written by `msclr train` (run.json + model.pt); may be copied anywhere.")
-@click.option("--extractor", type=click.Choice(["metrabs", "mediapipe"]), default="metrabs", show_default=True,
+@click.option("--extractor", type=click.Choice(list(EXTRACTOR_KINDS)), default=DEFAULT_EXTRACTOR, show_default=True,
               help="Pose backend; it must produce the conventions the run was trained on.")
 @click.option("--pose-model", default=None, metavar="URL|DIR",
               help="MeTRAbs SavedModel URL or unpacked directory (default: msclr extract's).")
@@ -472,13 +446,10 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
     from msclr.console import ExtractBars, print_prediction
     from msclr.pipeline.predict import predict_video
 
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _default_device(device)
     with ExtractBars(single=True) as progress:
         prediction = predict_video(clip, run, extractor=extractor, pose_model=pose_model, top_k=top_k,
-                                   device=device, render=render, progress=progress)
+                                   device=device, render=render, progress=progress, verbose=_verbose())
     if as_json:
         click.echo(json.dumps(prediction.to_dict(), indent=2))
     else:
@@ -496,13 +467,11 @@ def predict(clip: str, run: str, extractor: str, pose_model: str | None, top_k: 
               help="CPU threads for torch [default: the idle cores, from the load average].")
 @user_errors
 def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: int | None) -> None:
-    """Synthetic end-to-end tour on CPU: no downloads, no data, one to two minutes.
+    """Synthetic end-to-end tour on CPU: no downloads, no data, under a minute (38 s measured).
 
-    Generates a small SYNTHETIC action set (6 classes of procedural motions, in two skeleton
-    conventions, ntu_kinect_25 + smpl_24), writes it to a cache, runs MS-AimCLR pretraining,
-    linear evaluation and the skeleton ensemble through the same code as `msclr train`, prints
-    the accuracy table (with a random-init baseline) and predicts one held-out clip.
-    """
+    Generates a small SYNTHETIC action set (6 classes of procedural motions in ntu_kinect_25 + smpl_24),
+    caches it, runs MS-AimCLR pretraining, linear evaluation and the skeleton ensemble through the code of
+    `msclr train`, prints the accuracy table (with a random-init baseline) and predicts a held-out clip."""
     from msclr.console import TrainProgress, console, print_demo
     from msclr.pipeline.demo import run_demo
     from msclr.pipeline.training.cpu_tuning import tune_malloc

@@ -42,6 +42,14 @@ def note(text: str, *, out: Any = None) -> None:
     (out or console(stderr=True)).print(f"[yellow]note:[/yellow] {text}")
 
 
+def print_lines(*lines: str | None) -> None:
+    """Plain result lines on stdout (empty ones are skipped)."""
+    out = console()
+    for line in lines:
+        if line:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _table(title: str | None, columns: Mapping[str, str] | tuple[str, ...], **options: Any) -> Any:
     """A rich Table with the given columns (name -> justify, or names left-justified)."""
     from rich.table import Table
@@ -399,6 +407,6 @@ def print_demo(result: Any, out: Any = None) -> None:
     out.print(f"  msclr predict VIDEO --model {result.run}   # MeTRAbs: kinectv2_25 stands in for ntu_kinect_25")
 
 
-__all__ = ["CountProgress", "EventProgress", "COMPACT_HINT_SEGMENTS", "console", "note", "count_bar",
+__all__ = ["CountProgress", "EventProgress", "COMPACT_HINT_SEGMENTS", "console", "note", "print_lines", "count_bar",
            "TrainProgress", "ExtractBars", "print_skeleton_list", "print_skeleton", "print_ntu_import",
            "print_extract_summary", "print_cache_summary", "print_metrics", "print_prediction", "print_demo"]

@@ -18,10 +18,11 @@ from metrabs_standin import CONVENTIONS, StandinInfo, build_standin, frame_with_
 
 from msclr.errors import ExtractionError  # noqa: E402
 from msclr.extractors.axes import intrinsics_from_fov, metrabs_to_kinect  # noqa: E402
+from msclr.extractors.jobs import VideoJob  # noqa: E402
 from msclr.extractors.metrabs import MetrabsExtractor, MetrabsOptions, load_pose_model  # noqa: E402
 from msclr.extractors.tracking import track_people  # noqa: E402
 from msclr.extractors.video import iter_frame_batches, write_video  # noqa: E402
-from msclr.pipeline.extract import ExtractOptions, VideoJob, extract_video  # noqa: E402
+from msclr.pipeline.extract import ExtractOptions, extract_video  # noqa: E402
 from msclr.skeletons import get_skeleton  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow

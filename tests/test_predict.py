@@ -96,7 +96,8 @@ def test_predict_skeletons_matches_trained_run(trained) -> None:
 
 
 def test_kinectv2_serves_ntu_model_index_for_index(trained) -> None:
-    from msclr.pipeline.predict import SERVED_BY, predict_skeletons, substitute_compatible
+    from msclr.extractors.registry import SERVED_BY, substitute_compatible
+    from msclr.pipeline.predict import predict_skeletons
     from msclr.skeletons import get_skeleton
 
     run, _, held = trained
@@ -178,7 +179,7 @@ def test_nobody_and_bad_inputs(trained) -> None:
 
 
 def test_serving_plan_says_which_extractor_produces_what() -> None:
-    from msclr.pipeline.predict import serving_plan
+    from msclr.extractors.registry import serving_plan
 
     assert serving_plan(["ntu_kinect_25", "smplx_42"], "metrabs") == {"ntu_kinect_25": "kinectv2_25",
                                                                       "smplx_42": "smplx_42"}

@@ -253,7 +253,49 @@ def extractor_factory(kind: str, skeletons: Sequence[str | Skeleton] | None = No
     return functools.partial(build_extractor, kind, skels, max_persons=max_persons, **options)
 
 
+# ---------------------------------------------------------------- serving a trained run
+SERVED_BY: dict[str, str] = {"ntu_kinect_25": "kinectv2_25"}
+"""model convention -> extracted convention fed in its place (same joint order index by index; see docs/method.md, "kinectv2_25 serves ntu_kinect_25")."""
+
+
+
+def substitute_compatible(model: Skeleton, data: Skeleton) -> bool:
+    """True when ``data``'s arrays can be fed to a model trained on ``model`` index for index
+    (same joint count and the same left/right flip permutation)."""
+    return model.num_joints == data.num_joints and tuple(model.flip) == tuple(data.flip)
+
+
+def serving_plan(conventions: Sequence[str], extractor: str) -> dict[str, str]:
+    """model convention -> convention to extract for it (itself, or :data:`SERVED_BY`'s substitute).
+
+    Raises:
+        MsclrError: a convention the extractor cannot produce (the message says which extractor
+            produces what, and which one the run needs).
+    """
+    plan: dict[str, str] = {}
+    missing: list[str] = []
+    for conv in conventions:
+        if can_produce(extractor, conv):
+            plan[conv] = conv
+        elif conv in SERVED_BY and can_produce(extractor, SERVED_BY[conv]):
+            plan[conv] = SERVED_BY[conv]
+        else:
+            missing.append(conv)
+    if missing:
+        other = [e for e in EXTRACTOR_KINDS if e != extractor and all(
+            can_produce(e, c) or (c in SERVED_BY and can_produce(e, SERVED_BY[c])) for c in conventions)]
+        produces = describe_outputs({"metrabs": "ntu_kinect_25 via kinectv2_25"})
+        hint = (f"use --extractor {other[0]}" if other else
+                "no extractor produces all of them from video; train a run on conventions an extractor produces")
+        raise MsclrError(f"the run was trained on {', '.join(conventions)}, but --extractor {extractor} cannot "
+                         f"produce {', '.join(missing)}. Extractors produce: {produces}. Fix: {hint}.")
+    return plan
+
+
 __all__ = [
+    "SERVED_BY",
+    "serving_plan",
+    "substitute_compatible",
     "COMMON_OPTIONS",
     "DEFAULT_EXTRACTOR",
     "EXTRACTORS",

@@ -33,24 +33,16 @@ import numpy as np
 
 from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.base import Extractor, FrameDetections
-from msclr.extractors.jobs import (
-    VideoJob,
-    clip_name_for,
-    find_videos,
-    ntu_metadata,
-    parse_shard,
-    plan_jobs,
-    select_shard,
-)
-from msclr.extractors.registry import resolve_conventions
+from msclr.extractors.jobs import VideoJob, find_videos, ntu_metadata, plan_jobs, select_shard
 from msclr.extractors.tracking import TrackerConfig, best_person, track_people
 from msclr.extractors.video import FrameReader, VideoDecodeError
-from msclr.pipeline.cache import Cache, CacheWriter, Clip, disk_error_reason
+from msclr.pipeline.cache import Cache, CacheWriter, Clip, ClipStatus, disk_error_reason
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
 
-FAILURE_STATUSES = ("decode_error", "empty", "unreadable", "no_person", "error")
+FAILURE_STATUSES = (ClipStatus.DECODE_ERROR, ClipStatus.EMPTY, ClipStatus.UNREADABLE, ClipStatus.NO_PERSON,
+                    ClipStatus.ERROR)
 MAX_CONSECUTIVE_ERRORS = 5
 
 
@@ -138,7 +130,7 @@ class ExtractSummary:
     @property
     def failed(self) -> list[SummaryRow]:
         """Selected videos without an ``ok`` clip (failed now or earlier)."""
-        return [r for r in self.rows if r.status != "ok"]
+        return [r for r in self.rows if r.status != ClipStatus.OK]
 
     @property
     def exit_code(self) -> int:
@@ -191,14 +183,14 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
         reader = FrameReader(job.path, batch_size=options.batch_size, stride=options.stride,
                              limit=options.limit_frames, prefetch=options.prefetch)
     except VideoDecodeError as err:
-        return Clip(status=err.status, message=str(err), **base)
+        return Clip(status=ClipStatus(err.status), message=str(err), **base)
     info = reader.info
     expected = info.frame_count if options.limit_frames is None else min(info.frame_count, options.limit_frames)
     progress.video_started(job, -(-expected // options.stride) if expected else 0)
     try:
         detections, frame_indices = _detect(reader, extractor, progress)
     except VideoDecodeError as err:
-        return Clip(status=err.status, message=str(err), fps=info.fps, **base)
+        return Clip(status=ClipStatus(err.status), message=str(err), fps=info.fps, **base)
     notes = info.notes(len(frame_indices), limited=options.limit_frames is not None)
     if extractor.multi_person:
         slots = track_people(detections, conventions, options.max_persons, options.tracker)
@@ -211,7 +203,7 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
     present, person_frames = crit.evaluate(slots.scores)
     if not present:
         return Clip(
-            status="no_person", fps=info.fps,
+            status=ClipStatus.NO_PERSON, fps=info.fps,
             message=(f"a person (score >= {crit.min_score:g}) in {person_frames} of {len(frame_indices)} "
                      f"frames; needs {crit.min_fraction:.0%}"),
             **base,
@@ -234,8 +226,8 @@ def _split_done(jobs: Sequence[VideoJob], writer: CacheWriter, root: Path,
     skipped: dict[str, SummaryRow] = {}
     for job in jobs:
         if job.name in writer.done:
-            status, message = stored.get(job.name, ("ok", ""))
-            if not (retry_failed and status != "ok"):
+            status, message = stored.get(job.name, (ClipStatus.OK, ""))
+            if not (retry_failed and status != ClipStatus.OK):
                 skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
                 continue
         pending.append(job)
@@ -253,7 +245,7 @@ def _failure_clip(job: VideoJob, extractor: Extractor, err: Exception, consecuti
             f"last ({job.path}): {detail}. Fix the cause, then rerun with --retry-failed"
         ) from err
     return Clip(name=job.name, source=str(job.path), extractor=extractor.name,
-                model_id=extractor.model_id, status="error", message=detail)
+                model_id=extractor.model_id, status=ClipStatus.ERROR, message=detail)
 
 
 def _process(pending: Sequence[VideoJob], writer: CacheWriter, extractor_factory: Callable[[], Extractor],
@@ -348,94 +340,5 @@ def extract_videos(
     return summary
 
 
-class RichExtractProgress(ExtractProgress):
-    """Progress on stderr with rich: a videos bar (ETA) and a frames bar (frames/s) for the current video."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, transient=False,
-        )
-        self._videos = self._progress.add_task("videos", total=None, rate="")
-        self._frames = self._progress.add_task("frames", total=None, rate="", visible=False)
-        self._run_frames = 0
-        self._t0 = time.perf_counter()
-
-    def __enter__(self) -> RichExtractProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def run_started(self, total: int, skipped: int, frames_hint: int) -> None:
-        self._progress.update(self._videos, total=total, completed=0)
-        if skipped:
-            self.console.print(f"{skipped} videos already in the cache: skipped")
-        self._t0 = time.perf_counter()
-
-    def message(self, text: str) -> None:
-        self.console.print(text)
-
-    def video_started(self, job: VideoJob, expected_frames: int) -> None:
-        self._progress.update(self._frames, description=job.name[:40], total=expected_frames or None,
-                              completed=0, visible=True)
-
-    def frames_done(self, count: int) -> None:
-        self._run_frames += count
-        rate = self._run_frames / max(time.perf_counter() - self._t0, 1e-6)
-        self._progress.update(self._frames, advance=count, rate=f"{rate:.1f} frames/s")
-
-    def video_finished(self, clip: Clip, seconds: float) -> None:
-        self._progress.update(self._videos, advance=1)
-        if clip.status != "ok" or clip.message:
-            self.console.print(f"[yellow]{clip.name}: {clip.status}[/yellow] {clip.message}")
-
-
-def print_summary(summary: ExtractSummary, out: str | Path) -> None:
-    """The end-of-run table (processed videos, skipped counts, failures) on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    done = [r for r in summary.rows if not r.skipped]
-    table = Table(title=f"msclr extract -> {out}")
-    for col, justify in (("clip", "left"), ("status", "left"), ("frames", "right"), ("persons", "right"),
-                         ("s", "right"), ("message", "left")):
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    shown = done[:200]
-    for r in shown:
-        style = "" if r.status == "ok" else "yellow"
-        table.add_row(r.name, r.status, str(r.frames), str(r.persons), f"{r.seconds:.1f}", r.message, style=style)
-    if done:
-        console.print(table)
-        if len(done) > len(shown):
-            console.print(f"... {len(done) - len(shown)} more rows")
-    counts = summary.counts()
-    skipped = sum(1 for r in summary.rows if r.skipped)
-    rate = summary.frames / summary.elapsed if summary.elapsed > 0 else 0.0
-    console.print(
-        f"{len(summary.rows)} videos: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        + f" ({skipped} already done); {summary.frames} frames in {summary.elapsed:.1f} s ({rate:.1f} frames/s)"
-    )
-    failed_before = [r for r in summary.failed if r.skipped]
-    if failed_before:
-        console.print(f"{len(failed_before)} videos failed in an earlier run; rerun with --retry-failed to try again")
-
-
 __all__ = ["FAILURE_STATUSES", "MAX_CONSECUTIVE_ERRORS", "ExtractOptions", "ExtractProgress", "ExtractSummary",
-           "SummaryRow", "VideoJob", "clip_name_for", "extract_video", "extract_videos", "find_videos",
-           "parse_shard", "plan_jobs", "print_summary", "resolve_conventions", "RichExtractProgress"]
+           "SummaryRow", "extract_video", "extract_videos"]

@@ -13,56 +13,24 @@ Prediction = training's preprocessing (``run.json["preprocessing"]``: length, ce
 valid-frame rule) -> every stream's frozen encoder -> one linear classifier per convention ->
 :meth:`TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
 
-**Displayed probabilities.**  In ``softmax`` mode the run averages per-classifier softmax
-probabilities (ensemble) and fuses streams with weights (0.6 joint, 0.6 bone, 0.4 motion); the fused
-score is divided by the sum of the weights of the streams used, so it is a weighted *mean* of
-probabilities and sums to 1 (the ranking is unchanged).  In ``logits`` mode the run averages logits;
-they are turned into probabilities for display with a softmax (of the weighted mean of logits), and
-``Prediction.score`` / the JSON key ``"score"`` says so.
+**Displayed probabilities** sum to 1 in both ensemble modes (:func:`_display_probabilities`).
 
 **The RUN folder is self-contained** (:mod:`msclr.pipeline.rundir`): ``run.json`` (conventions, streams,
 preprocessing with the person slots M, classes, ensemble/fusion modes) and ``model.pt`` (skeleton
 definitions, encoder and classifier weights, loaded with ``torch.load(weights_only=True)``: a file carrying
 pickled objects is refused before anything in it runs).  The cache the run was trained on is not needed.
 
-**Which extractor produces what** (:data:`EXTRACTOR_OUTPUTS`): MeTRAbs gives ``smpl_24``,
-``smplx_42``, ``berkeley_mhad_43``, ``kinectv2_25`` (and any other skeleton of the SavedModel whose
-joint names match a definition in the run); MediaPipe gives only ``blazepose_33``.  Nothing
-extracts ``ntu_kinect_25`` (NTU's Kinect ground truth) or ``kinect_v1_20`` from video.
+**Which extractor produces what** is the extractor registry's knowledge (:mod:`msclr.extractors.registry`).
 
-**Serving an NTU-Kinect model from video** (:data:`SERVED_BY`): a run trained on ``ntu_kinect_25``
-is fed MeTRAbs' ``kinectv2_25`` in its place.  ``kinectv2_25`` is regressed from MeTRAbs' joints by an
-affine map fitted on NTU RGB+D Kinect ground truth (MeTRAbs' skeleton definitions), and the two
-share the index order joint by joint, so the arrays are passed unchanged (index v -> index v):
-
-====  ===============  ==============  ====  ===============  ==============
-  #   ntu_kinect_25    kinectv2_25       #   ntu_kinect_25    kinectv2_25
-====  ===============  ==============  ====  ===============  ==============
-  0   SpineBase        spinebase        13   KneeLeft         lkne
-  1   SpineMid         spinemid         14   AnkleLeft        lank
-  2   Neck             neck             15   FootLeft         lfoo
-  3   Head             head             16   HipRight         rhip
-  4   ShoulderLeft     lsho             17   KneeRight        rkne
-  5   ElbowLeft        lelb             18   AnkleRight       rank
-  6   WristLeft        lwri             19   FootRight        rfoo
-  7   HandLeft         lhan             20   SpineShoulder    spineshoulder
-  8   ShoulderRight    rsho             21   HandTipLeft      lhandtip
-  9   ElbowRight       relb             22   ThumbLeft        lthu
- 10   WristRight       rwri             23   HandTipRight     rhandtip
- 11   HandRight        rhan             24   ThumbRight       rthu
- 12   HipLeft          lhip
-====  ===============  ==============  ====  ===============  ==============
-
-The graphs differ only in the hand edges (NTU: HandTip-Thumb-Hand; ``kinectv2_25``: HandTip on Hand,
-Thumb on Wrist); the model uses its own (NTU) graph and centre (20) on the substituted joints.
-:func:`substitute_compatible` checks at run time that the two definitions have the same joint count
-and the same left/right flip permutation.  **Left/right caveat** (unverified on the
-real model): PosePile's NTU loader names NTU's raw "ShoulderLeft" ``rsho``; if the affine map was
-fitted with that naming, ``kinectv2_25[4]`` corresponds to NTU raw index 8 and every left/right block
-is swapped (4-7 <-> 8-11, 12-15 <-> 16-19, 21-22 <-> 23-24) with respect to what an NTU-trained model
-saw.  Lateral actions (e.g. "wave right hand") could then be confused with their mirror class; compare
-the MeTRAbs output with the NTU ``.skeleton`` of one clip before relying on such classes.  Every
-prediction lists the substitution under ``conventions`` (``{"ntu_kinect_25": "kinectv2_25"}``).
+**Serving an NTU-Kinect model from video** (:data:`msclr.extractors.registry.SERVED_BY`): a run trained on ``ntu_kinect_25`` is fed
+MeTRAbs' ``kinectv2_25`` in its place.  The two share the joint order index by index (0 SpineBase/spinebase,
+4 ShoulderLeft/lsho, 8 ShoulderRight/rsho, 20 SpineShoulder/spineshoulder, 24 ThumbRight/rthu; the whole table
+is in docs/method.md, "kinectv2_25 serves ntu_kinect_25"), so the arrays are passed unchanged and the model
+keeps its own NTU graph and centre; the graphs differ only in the hand edges.  :func:`~msclr.extractors.registry.substitute_compatible`
+checks at run time that both definitions have the same joint count and left/right flip permutation, and every
+prediction lists the substitution under ``conventions`` (``{"ntu_kinect_25": "kinectv2_25"}``).  Whether
+MeTRAbs' left and right match NTU's is unverified on the real model (docs/method.md explains the caveat):
+compare its output with an NTU ``.skeleton`` file before relying on lateral classes.
 """
 
 from __future__ import annotations
@@ -76,21 +44,10 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, ExtractionError, MsclrError
+from msclr.extractors.registry import SERVED_BY, serving_plan, substitute_compatible
 from msclr.pipeline.cache import ClipStatus
 from msclr.pipeline.rundir import RunFolder, RunInfo, RunStatus
 from msclr.skeletons import Skeleton
-
-EXTRACTOR_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "metrabs": ("smpl_24", "smplx_42", "berkeley_mhad_43", "kinectv2_25"),
-    "mediapipe": ("blazepose_33",),
-}
-"""Built-in conventions each extractor produces (MeTRAbs: also other skeletons of its model by name)."""
-
-NOT_FROM_VIDEO = frozenset({"ntu_kinect_25", "kinect_v1_20"})
-"""Conventions of sensor ground truth (Kinect): no extractor produces them from RGB video."""
-
-SERVED_BY: dict[str, str] = {"ntu_kinect_25": "kinectv2_25"}
-"""model convention -> extracted convention fed in its place (same joint order; see the module docstring)."""
 
 
 class NoPersonError(MsclrError):
@@ -223,50 +180,6 @@ def open_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
         raise CheckpointError(f"{folder.root}/model.pt is missing although run.json says the run is complete; copy "
                               "the whole run folder, or retrain.")
     return load_run(folder.root, device=device)
-
-
-def substitute_compatible(model: Skeleton, data: Skeleton) -> bool:
-    """True when ``data``'s arrays can be fed to a model trained on ``model`` index for index
-    (same joint count and the same left/right flip permutation)."""
-    return model.num_joints == data.num_joints and tuple(model.flip) == tuple(data.flip)
-
-
-def extractable(convention: str, extractor: str) -> bool:
-    """Can ``extractor`` produce ``convention`` directly (before substitution)?"""
-    if extractor == "mediapipe":
-        return convention in EXTRACTOR_OUTPUTS["mediapipe"]
-    if extractor == "metrabs":
-        return convention not in NOT_FROM_VIDEO and convention not in EXTRACTOR_OUTPUTS["mediapipe"]
-    raise MsclrError(f"unknown extractor {extractor!r}; use one of {', '.join(EXTRACTOR_OUTPUTS)}.")
-
-
-def serving_plan(conventions: Sequence[str], extractor: str) -> dict[str, str]:
-    """model convention -> convention to extract for it (itself, or :data:`SERVED_BY`'s substitute).
-
-    Raises:
-        MsclrError: a convention the extractor cannot produce (the message says which extractor
-            produces what, and which one the run needs).
-    """
-    plan: dict[str, str] = {}
-    missing: list[str] = []
-    for conv in conventions:
-        if extractable(conv, extractor):
-            plan[conv] = conv
-        elif conv in SERVED_BY and extractable(SERVED_BY[conv], extractor):
-            plan[conv] = SERVED_BY[conv]
-        else:
-            missing.append(conv)
-    if missing:
-        other = [e for e in EXTRACTOR_OUTPUTS if e != extractor and all(
-            extractable(c, e) or (c in SERVED_BY and extractable(SERVED_BY[c], e)) for c in conventions)]
-        produces = "; ".join(f"{e}: {', '.join(c)}" + (" (+ other MeTRAbs skeletons by name; ntu_kinect_25 via "
-                                                         "kinectv2_25)" if e == "metrabs" else "")
-                             for e, c in EXTRACTOR_OUTPUTS.items())
-        hint = (f"use --extractor {other[0]}" if other else
-                "no extractor produces all of them from video; train a run on conventions an extractor produces")
-        raise MsclrError(f"the run was trained on {', '.join(conventions)}, but --extractor {extractor} cannot "
-                         f"produce {', '.join(missing)}. Extractors produce: {produces}. Fix: {hint}.")
-    return plan
 
 
 # ----------------------------------------------------------------------------- result
@@ -441,7 +354,14 @@ def _model_inputs(trained: TrainedRun, used: Mapping[str, str], poses_by_convent
 
 def _display_probabilities(info: RunInfo, streams: list[str], final: np.ndarray, *,
                            several: bool) -> tuple[np.ndarray, str]:
-    """The fused (C,) score as probabilities that sum to 1, and a sentence saying how they were obtained."""
+    """The fused (C,) score as probabilities that sum to 1, and a sentence saying how they were obtained.
+
+    In ``softmax`` mode the run averages per-classifier softmax probabilities (ensemble) and fuses streams with
+    weights (0.6 joint, 0.6 bone, 0.4 motion); the fused score is divided by the sum of the weights of the
+    streams used, so it is a weighted *mean* of probabilities (the ranking is unchanged).  In ``logits`` mode
+    the run averages logits; they become probabilities for display with a softmax of the weighted mean, and
+    ``Prediction.score`` / the JSON key ``"score"`` says so.
+    """
     from msclr.models.fusion import softmax
 
     if len(streams) > 1:
@@ -459,40 +379,46 @@ def _display_probabilities(info: RunInfo, streams: list[str], final: np.ndarray,
 
 # ----------------------------------------------------------------------------- from a video
 ExtractorFactory = Callable[[Sequence[Skeleton], int], Any]
-"""``(skeletons to extract, person slots M) -> extractor`` (see :mod:`msclr.extractors.base`)."""
+"""``(skeletons to extract, person slots M) -> extractor`` (see :mod:`msclr.extractors.base`); the default
+builds the ``extractor`` kind with :func:`msclr.extractors.registry.build_extractor`."""
 
 
-def default_extractor_factory(extractor: str, pose_model: str | None = None, *,
-                              record_2d: bool = False) -> ExtractorFactory:
-    """A factory for the ``msclr extract`` backends with its defaults (MeTRAbs: fov 55, 5 augmentations,
-    max detections M + 2).  ``record_2d``: MediaPipe also keeps its normalised image landmarks for
-    rendering (:class:`msclr.pipeline.render.MediaPipeWith2D`)."""
-    if extractor == "mediapipe" and pose_model is not None:
-        raise MsclrError("--pose-model only applies to --extractor metrabs (MediaPipe ships its model).")
+def _registry_factory(extractor: str, pose_model: str | None, *, record_2d: bool, verbose: bool) -> ExtractorFactory:
+    """The default :data:`ExtractorFactory`: the ``extractor`` kind built by the extractor registry."""
+    from msclr.extractors.registry import build_extractor, check_options
+
+    check_options(extractor, pose_model=pose_model)
 
     def build(skeletons: Sequence[Skeleton], max_persons: int) -> Any:
-        if extractor == "mediapipe":
-            if record_2d:
-                from msclr.pipeline.render import MediaPipeWith2D
-
-                return MediaPipeWith2D()
-            from msclr.extractors.mediapipe_pose import MediaPipeExtractor
-
-            return MediaPipeExtractor()
-        if extractor == "metrabs":
-            from msclr.extractors.metrabs import DEFAULT_MODEL_URL, MetrabsExtractor, MetrabsOptions
-
-            return MetrabsExtractor(pose_model or DEFAULT_MODEL_URL, list(skeletons),
-                                    MetrabsOptions(max_detections=max_persons + 2))
-        raise MsclrError(f"unknown extractor {extractor!r}; use one of {', '.join(EXTRACTOR_OUTPUTS)}.")
+        return build_extractor(extractor, skeletons, max_persons=max_persons, pose_model=pose_model,
+                               record_2d=record_2d, verbose=verbose)
 
     return build
+
+
+def _extract_one(path: Path, ext: Any, options: Any, progress: Any) -> Any:
+    """The clip of one video through ``msclr extract``'s code path; :class:`NoPersonError` /
+    :class:`ExtractionError` unless its status is ok.  Closes the extractor."""
+    from msclr.extractors.jobs import VideoJob, clip_name_for
+    from msclr.pipeline.extract import extract_video
+
+    try:
+        name, _ = clip_name_for(path)
+        clip = extract_video(VideoJob(path, name, None), ext, options, progress)
+    finally:
+        ext.close()
+    if clip.status == ClipStatus.NO_PERSON:
+        raise NoPersonError(f"nobody in the clip {path}: {clip.message} ({ext.name}). Use a clip that shows a "
+                            "person's body.")
+    if clip.status != ClipStatus.OK:
+        raise ExtractionError(f"cannot extract skeletons from {path} ({clip.status}): {clip.message}")
+    return clip
 
 
 def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = "metrabs",
                   pose_model: str | None = None, top_k: int = 5, device: str = "cpu",
                   render: str | Path | None = None, batch_size: int = 16,
-                  extractor_factory: ExtractorFactory | None = None, progress: Any = None,
+                  extractor_factory: ExtractorFactory | None = None, progress: Any = None, verbose: bool = False,
                   render_progress: Callable[[int, int], None] | None = None) -> Prediction:
     """Extract the run's conventions from ``video`` in one pass, classify, optionally render.
 
@@ -504,8 +430,9 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
         top_k, device: see :func:`predict_skeletons`.
         render: write the clip with skeletons and the top label to this ``.mp4`` / ``.avi`` file.
         batch_size: frames per extractor call.
-        extractor_factory: build the extractor yourself (tests); default
-            :func:`default_extractor_factory`.
+        extractor_factory: build the extractor yourself (tests); default: the ``extractor`` kind with
+            :func:`msclr.extractors.registry.build_extractor` (``msclr extract``'s defaults).
+        verbose: show TensorFlow's own log lines while MeTRAbs loads.
         progress: an :class:`msclr.pipeline.extract.ExtractProgress` (frames bar).
         render_progress: ``(frames written, total)`` callback while rendering.
 
@@ -515,7 +442,7 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
         MsclrError: conventions the extractor cannot produce, a render path that cannot be written.
         CheckpointError: see :func:`open_run`.
     """
-    from msclr.pipeline.extract import ExtractOptions, VideoJob, clip_name_for, extract_video
+    from msclr.pipeline.extract import ExtractOptions
     from msclr.skeletons import get_skeleton
 
     path = Path(video)
@@ -533,19 +460,10 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     for conv, source in plan.items():
         if source not in wanted:
             wanted[source] = trained.skeletons[conv] if source == conv else get_skeleton(source)
-    factory = extractor_factory or default_extractor_factory(extractor, pose_model, record_2d=render is not None)
-    ext = factory(list(wanted.values()), m)
-    try:
-        name, _ = clip_name_for(path)
-        clip = extract_video(VideoJob(path, name, None), ext, ExtractOptions(batch_size=batch_size, max_persons=m),
-                             progress)
-    finally:
-        ext.close()
-    if clip.status == ClipStatus.NO_PERSON:
-        raise NoPersonError(f"nobody in the clip {path}: {clip.message} ({ext.name}). Use a clip that shows a "
-                            "person's body.")
-    if clip.status != ClipStatus.OK:
-        raise ExtractionError(f"cannot extract skeletons from {path} ({clip.status}): {clip.message}")
+    if extractor_factory is None:
+        extractor_factory = _registry_factory(extractor, pose_model, record_2d=render is not None, verbose=verbose)
+    ext = extractor_factory(list(wanted.values()), m)
+    clip = _extract_one(path, ext, ExtractOptions(batch_size=batch_size, max_persons=m), progress)
     prediction = predict_skeletons(trained, {source: clip.poses[source] for source in set(plan.values())},
                                    top_k=top_k, device=device)
     if isinstance(run, str | Path):
@@ -568,6 +486,5 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     return prediction
 
 
-__all__ = ["EXTRACTOR_OUTPUTS", "NOT_FROM_VIDEO", "SERVED_BY", "NoPersonError", "Prediction",
-           "TrainedRun", "load_run", "open_run", "substitute_compatible", "extractable", "serving_plan",
-           "predict_skeletons", "default_extractor_factory", "predict_video"]
+__all__ = ["NoPersonError", "Prediction", "TrainedRun", "load_run", "open_run", "predict_skeletons",
+           "predict_video"]

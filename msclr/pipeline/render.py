@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import MsclrError
-from msclr.extractors.registry import build_extractor
 from msclr.skeletons import Skeleton
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
@@ -58,12 +57,6 @@ def check_render_path(path: str | Path) -> Path:
         raise RenderError(f"--render {out} is a folder; give a file name such as {out / 'prediction.mp4'}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def MediaPipeWith2D() -> Any:  # noqa: N802 - the former class name, kept for existing callers
-    """A MediaPipe extractor that records its image landmarks: ``build_extractor("mediapipe", record_2d=True)``
-    (use that instead)."""
-    return build_extractor("mediapipe", record_2d=True)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -235,5 +228,5 @@ def render_prediction(video: str | Path, out: str | Path, clip: Any, skeleton: S
     return RenderResult(out, written, fps, notes)
 
 
-__all__ = ["VIDEO_CODECS", "RenderError", "RenderResult", "MediaPipeWith2D", "check_render_path", "count_frames",
+__all__ = ["VIDEO_CODECS", "RenderError", "RenderResult", "check_render_path", "count_frames",
            "draw_overlay", "keypoints_2d", "project_kinect", "render_prediction"]

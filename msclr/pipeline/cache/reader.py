@@ -46,6 +46,11 @@ class VerifyReport:
     unsealed: list[Path] = field(default_factory=list)
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``msclr info --verify --json``)."""
+        return {"checked": self.checked, "bytes": self.bytes, "unsealed": [str(p) for p in self.unsealed],
+                "damaged": {str(p): why for p, why in self.damaged}}
+
 
 class Cache:
     """Read a cache directory.
