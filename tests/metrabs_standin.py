@@ -94,7 +94,7 @@ def build_standin(
         rename: convention -> {joint index: wrong name}, to provoke a joint-name mismatch.
         seed: shuffle of the ``''`` table.
         empty_batch_error: reproduce MeTRAbs' CPU behaviour on a batch without any detection with
-            ``skeleton=''`` (an out-of-range gather in ``_predict_empty``, reference/metrabs.md section 6).
+            ``skeleton=''`` (an out-of-range gather in ``_predict_empty``, a known quirk of the MeTRAbs SavedModel).
     """
     import tensorflow as tf
 

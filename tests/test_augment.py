@@ -1,4 +1,4 @@
-"""Batched augmentations == per-sample NumPy implementations of the reference (method.md §6)."""
+"""Batched augmentations == per-sample NumPy implementations of the reference (docs/method.md, "Augmentations")."""
 
 from __future__ import annotations
 

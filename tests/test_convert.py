@@ -3,7 +3,7 @@
 The acceptance test builds state dicts with the reference's names and shapes (AimCLR ``st_gcn.Model`` and the
 MS-CLR fork's ``FlexModel``, padded to V_max, inside an AimCLR wrapper), converts and loads them, and checks the
 encoder's output against a plain re-implementation of the reference forward written here from the formulas
-(method.md §7: padding to V_max after data_bn, einsum gcn, explicit temporal-conv loop), in float64.
+(docs/method.md, "Encoder" and "Reference checkpoints": padding to V_max after data_bn, einsum gcn, explicit temporal-conv loop), in float64.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def aimclr_single_state_dict(seed=1, mlp=True, out_dim=128):
 
 # ----------------------------------------------------------------------------- plain reference forward
 def reference_forward(sd, x, *, a_key, bn_prefix, imp_prefix, v_max, mlp=True):
-    """The reference encoder in eval mode, float64, from the formulas (method.md §7.2 / §7.3)."""
+    """The reference encoder in eval mode, float64, from the formulas (docs/method.md, "Encoder")."""
     sd = {k: v.double() for k, v in sd.items()}
     n, c, t, v, m = x.shape
     x = x.double()

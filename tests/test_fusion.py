@@ -1,4 +1,4 @@
-"""Skeleton ensemble and 3-stream fusion (method.md §12) and the report helpers."""
+"""Skeleton ensemble and 3-stream fusion (docs/method.md, "Evaluation protocols") and the report helpers."""
 
 from __future__ import annotations
 

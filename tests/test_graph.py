@@ -1,4 +1,4 @@
-"""ST-GCN spatial partition: the reference's unit-test values (method.md §8)."""
+"""ST-GCN spatial partition: the reference's unit-test values (docs/method.md, "Spatial partition")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from msclr.models.graph import hop_distance, normalize_digraph, skeleton_partition, spatial_partition
 from msclr.skeletons import SKELETONS
 
-# (layout, sums of A[0..2], non-zeros of A[0..2]) from method.md §8 (reference algorithm and edge lists).
+# (layout, sums of A[0..2], non-zeros of A[0..2]) from docs/method.md, "Spatial partition" (reference algorithm and edge lists).
 REFERENCE_VALUES = {
     "ntu_kinect_25": ((8.95, 13.3, 2.75), (25, 40, 8)),
     "smpl_24": ((8.616667, 12.55, 2.833333), (24, 38, 8)),

@@ -1,7 +1,7 @@
 """NTU ``.skeleton`` reader, body selection, and ``msclr import ntu``.
 
 No real ``.skeleton`` file is freely redistributable, so the tests write their own from the format
-spec (shared/reference/ntu.md §6).
+spec (docs/method.md, "NTU .skeleton files").
 """
 
 from __future__ import annotations

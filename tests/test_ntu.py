@@ -20,7 +20,7 @@ from msclr.pipeline.datasets.ntu import (
     parse_ntu_name,
 )
 
-# sha256 of the sorted IDs joined by "\n" plus a trailing newline (shared/reference/ntu.md §4).
+# sha256 of the sorted IDs joined by "\n" plus a trailing newline (docs/method.md, "Missing skeletons and class names").
 NTU60_MISSING_SHA256 = "4a964781573e86c3f3bb24d489d2b4768d2d03ede396d20ea9c09ddc92b6df18"
 NTU120_MISSING_SHA256 = "f8abc124c4fc4b4e8f144caa34948f8307e5d7dcba17acf96132c9f311ff93cf"
 

@@ -1,4 +1,4 @@
-"""Per-batch skeleton-pair sampler (method.md §5, mistake #3)."""
+"""Per-batch skeleton-pair sampler (docs/method.md, "Skeleton-pair sampling" and "Skeleton pairs are drawn per batch")."""
 
 from __future__ import annotations
 

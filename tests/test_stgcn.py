@@ -53,7 +53,7 @@ def test_block_table_and_reference_parameter_counts(encoder):
         (64, 64, 1), (64, 256, 1)]  # fmt: skip
     assert [kind for *_, kind in table] == ["none"] + ["identity"] * 3 + ["conv"] + ["identity"] * 2 + [
         "conv", "identity", "conv"]  # fmt: skip
-    # method.md §7.2: blocks 802,480 parameters, MLP head 98,688, data_bn 150 (NTU) / 252 (SMPL-X)
+    # docs/method.md, "Encoder": blocks 802,480 parameters, MLP head 98,688, data_bn 150 (NTU) / 252 (SMPL-X)
     assert sum(p.numel() for p in encoder.blocks.parameters()) == 802_480
     assert sum(p.numel() for p in encoder.fc.parameters()) == 98_688
     ntu = encoder.conventions["ntu_kinect_25"]
@@ -115,7 +115,7 @@ def test_spatial_partition_root_is_diagonal(encoder):
 
 
 def test_batchnorm_sees_only_native_joints():
-    """Reference mistake #2: an NTU batch must not put padded joints into any BatchNorm statistics."""
+    """docs/method.md, "BatchNorm never sees padded joints": an NTU batch must not put padded joints into any BatchNorm statistics."""
     torch.manual_seed(0)
     enc = MultiSkeletonSTGCN(["ntu_kinect_25", "smplx_42"], dropout=0.0).train()
     seen: list[tuple[str, tuple[int, ...]]] = []
@@ -205,7 +205,7 @@ def test_joint_input_norm_is_the_reference_and_unknown_is_rejected():
 
 # ----------------------------------------------------------------------------- EADM
 def _eadm_manual(x, threshold=0.7, e_lambda=1e-4):
-    """Literal transcription of method.md §9 with explicit loops over samples (float64)."""
+    """Literal transcription of docs/method.md, "EADM", with explicit loops over samples (float64)."""
     nm, c, t, v = x.shape
     att = torch.empty_like(x)
     for i in range(nm):

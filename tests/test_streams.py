@@ -1,4 +1,4 @@
-"""Joint / motion / bone streams, bones from the batch's own skeleton (method.md §6, §14 item 1)."""
+"""Joint / motion / bone streams, bones from the batch's own skeleton (docs/method.md, "Streams" and "Each convention uses its own bones")."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_bones_come_from_the_batch_skeleton_not_ntu() -> None:
     torch.testing.assert_close(kinect[:, :, :, 22], x[:, :, :, 22] - x[:, :, :, 6])
     assert not torch.allclose(ntu[:, :, :, 22], kinect[:, :, :, 22])
     torch.testing.assert_close(ntu[:, :, :, :21], kinect[:, :, :, :21])
-    # Reference mistake #1 (NTU pairs on SMPL-X joints) is impossible: the joint counts must match.
+    # The reference's NTU bone pairs on SMPL-X joints (docs/method.md) are impossible: the joint counts must match.
     with pytest.raises(ValueError, match="smplx_42|25"):
         to_stream(batch(42), "bone", "ntu_kinect_25")
 
