@@ -43,7 +43,8 @@ _pause_hits: dict[str, int] = {}
 
 
 def pause_point(name: str) -> None:
-    """Test hook (``tests/test_train_kill.py``), inert unless ``$MSCLR_TEST_PAUSE`` is set.
+    """Test hook (``tests/test_train_kill.py``, ``tests/test_extract_cli.py``), inert unless ``$MSCLR_TEST_PAUSE``
+    is set.
 
     ``MSCLR_TEST_PAUSE=NAME[#N]`` makes the process stop for good the N-th time (default: the first) it passes
     the point ``NAME``: it creates the file ``$MSCLR_TEST_PAUSE_MARKER`` (when set) and sleeps until it is
@@ -51,7 +52,14 @@ def pause_point(name: str) -> None:
 
     - ``replace:FILE``: in :func:`atomic_open`, when the temporary file of ``FILE`` (a bare file name such as
       ``last.pt``) is written and fsynced, just before ``os.replace`` puts it in place;
-    - ``step:EPOCH:STEP``: in pretraining, right after optimiser step ``STEP`` (1-based) of ``EPOCH``.
+    - ``step:EPOCH:STEP``: in pretraining, right after optimiser step ``STEP`` (1-based) of ``EPOCH``;
+    - ``segment-written``: in :class:`msclr.pipeline.cache.CacheWriter`, when a segment's ``*.partial`` file is
+      written and fsynced, just before ``os.replace`` commits it under its ``*.h5`` name;
+    - ``commit``: in the same writer, right after a segment is committed (renamed and its folder fsynced);
+    - ``model-loaded``: in ``msclr extract`` (:mod:`msclr.pipeline.extract`), right after the pose model is
+      built, before the first video is read (the cache exists, nothing of this run is committed yet);
+    - ``extract-batch``: in ``msclr extract``, right after the extractor processed one frame batch (counted
+      over the whole run, every video).
     """
     want = os.environ.get(PAUSE_ENV)
     if not want:

@@ -36,6 +36,7 @@ from msclr.extractors.base import Extractor, FrameDetections
 from msclr.extractors.jobs import VideoJob, find_videos, ntu_metadata, plan_jobs, select_shard
 from msclr.extractors.tracking import TrackerConfig, best_person, track_people
 from msclr.extractors.video import FrameReader, VideoDecodeError
+from msclr.files import pause_point
 from msclr.pipeline.cache import Cache, CacheWriter, Clip, ClipStatus, disk_error_reason
 from msclr.skeletons import Skeleton, get_skeleton
 
@@ -158,6 +159,7 @@ def _detect(reader: FrameReader, extractor: Extractor,
             detections.extend(result)
             indices.append(batch.indices)
             progress.frames_done(len(batch))
+            pause_point("extract-batch")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
             del batch, result  # lets the decoder recycle the buffer while we wait for the next
     return detections, np.concatenate(indices)
 
@@ -259,6 +261,7 @@ def _process(pending: Sequence[VideoJob], writer: CacheWriter, extractor_factory
             if extractor is None:
                 extractor = extractor_factory()
                 summary.model_loaded = True
+                pause_point("model-loaded")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
                 for line in extractor.describe():
                     log.info(line)
                     progress.message(line)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from msclr.errors import CacheError
-from msclr.files import fsync_dir
+from msclr.files import fsync_dir, pause_point
 from msclr.pipeline.cache.clip import Clip
 from msclr.pipeline.cache.diskio import disk_error_reason, fsync_file, host_tag, pid_alive
 from msclr.pipeline.cache.index import SegmentIndex
@@ -241,6 +241,7 @@ class CacheWriter:
             image.release()  # frees the in-memory copy before the fsync
             fsync_file(partial)
             final = seg_dir / f"{self._next_ns():020d}-{self.writer_id}-{pid}-{self._counter:06d}.h5"
+            pause_point("segment-written")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
             os.replace(partial, final)
         except BaseException as err:
             partial.unlink(missing_ok=True)
@@ -253,6 +254,7 @@ class CacheWriter:
                 ) from err
             raise
         fsync_dir(seg_dir)
+        pause_point("commit")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
 
 
 __all__ = ["CacheWriter"]
