@@ -327,6 +327,32 @@ def _print_verify(out: Any, result: dict[str, Any], path: str) -> None:
         out.print("[green]every checked segment is intact[/green]")
 
 
+def print_import_checks(report: Any) -> None:
+    """An import's sanity checks (a ``SanityReport``): the figures on stdout, each finding a warning on stderr."""
+    if report is not None:
+        print_lines(f"checks: {report.summary()}")
+        extra = ["imported anyway; --strict makes these findings an error (nothing written)"] if report.warnings else []
+        for text in [*report.warnings, *extra]:
+            console(stderr=True).print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_merge(refused: list[tuple[str, str, str]], *, added: int, complete: int, conventions: list[str],
+                new_conventions: list[str], out_dir: str | Path) -> None:
+    """How a run's clips met the cache: conventions added, clips not added (a table), clips holding every convention."""
+    from rich.markup import escape
+
+    print_lines(f"added the convention(s) {', '.join(new_conventions)} to the cache {out_dir}" if new_conventions else None,
+                f"{added} clips of the cache got this run's convention(s)" if added else None)
+    table = _table(f"{len(refused)} clips not added (nothing was written for them)", ("clip", "why", "detail"))
+    for name, decision, reason in refused[:50]:
+        table.add_row(escape(name), decision, escape(reason))
+    if refused:
+        console().print(table)
+    print_lines(f"... and {len(refused) - 50} more" if len(refused) > 50 else None,
+                f"{complete} clips now hold every convention of the cache ({', '.join(conventions)})"
+                if len(conventions) > 1 else None)
+
+
 # ------------------------------------------------------------------ runs
 def print_metrics(metrics: Mapping[str, Any]) -> None:
     """``msclr train`` / ``msclr evaluate``: top-1 / top-5 per stream and model, the protocol in the caption."""
@@ -407,6 +433,52 @@ def print_demo(result: Any, out: Any = None) -> None:
     out.print(f"  msclr predict VIDEO --model {result.run}   # MeTRAbs: kinectv2_25 stands in for ntu_kinect_25")
 
 
+def _protocol_caption(name: str, section: Mapping[str, Any]) -> str:
+    """One phrase per protocol for the table caption."""
+    info = section.get("protocol", {})
+    kind = name.split(":", 1)[0]
+    text = {"linear": "frozen pretrained encoder + linear classifiers",
+            "finetune": "pretrained encoder fine-tuned with all labels",
+            "semi": f"pretrained encoder fine-tuned with {info.get('label_fraction', 0):.0%} of the labels",
+            "scratch": "the same network trained from random weights"}.get(kind, "")
+    return f"{name}: {text} ({info.get('train_clips', '?')} training clips)"
+
+
+def print_protocol_metrics(metrics: Mapping[str, Any]) -> None:
+    """``msclr train`` / ``msclr evaluate``: one row group per evaluation protocol (stream, model, top-1, top-5);
+    a run with linear evaluation only prints :func:`print_metrics`' table."""
+    from msclr.pipeline.training.report import protocol_rows, protocol_sections
+
+    sections = protocol_sections(metrics)
+    if list(sections) in ([], ["linear"]):
+        print_metrics(metrics)
+        return
+    table = _table("Evaluation (last epoch, test split)", {"protocol": "left", "stream": "left", "model": "left",
+                                                           "top-1 %": "right", "top-5 %": "right"})
+    last = None
+    for row in protocol_rows(metrics):
+        if last is not None and row["protocol"] != last:
+            table.add_section()
+        table.add_row(row["protocol"] if row["protocol"] != last else "", row["stream"], row["model"],
+                      f"{row['top1']:.2f}", f"{row['top5']:.2f}")
+        last = row["protocol"]
+    info = next(iter(sections.values())).get("protocol", {})
+    table.caption = "\n".join([f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
+                                f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}",
+                                *(_protocol_caption(n, sec) for n, sec in sections.items())])
+    console().print(table)
+
+
+def print_prediction_protocol(prediction: Any, out: Any = None) -> None:
+    """``msclr predict``: :func:`print_prediction`, then which evaluation protocol's model classified the clip."""
+    out = out or console()
+    print_prediction(prediction, out)
+    if getattr(prediction, "protocol", ""):
+        out.print(f"model: the run's {prediction.protocol} protocol (--protocol to choose; "
+                  f"available: {', '.join(prediction.protocols) or prediction.protocol})")
+
+
 __all__ = ["CountProgress", "EventProgress", "COMPACT_HINT_SEGMENTS", "console", "note", "print_lines", "count_bar",
            "TrainProgress", "ExtractBars", "print_skeleton_list", "print_skeleton", "print_ntu_import",
-           "print_extract_summary", "print_cache_summary", "print_metrics", "print_prediction", "print_demo"]
+           "print_extract_summary", "print_cache_summary", "print_metrics", "print_prediction", "print_demo",
+           "print_protocol_metrics", "print_prediction_protocol"]

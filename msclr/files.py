@@ -56,8 +56,8 @@ def pause_point(name: str) -> None:
     - ``segment-written``: in :class:`msclr.pipeline.cache.CacheWriter`, when a segment's ``*.partial`` file is
       written and fsynced, just before ``os.replace`` commits it under its ``*.h5`` name;
     - ``commit``: in the same writer, right after a segment is committed (renamed and its folder fsynced);
-    - ``model-loaded``: in ``msclr extract`` (:mod:`msclr.pipeline.extract`), right after the pose model is
-      built, before the first video is read (the cache exists, nothing of this run is committed yet);
+    - ``model-load``: in ``msclr extract`` (:mod:`msclr.pipeline.extract`), right before the pose model is
+      built (loaded) for the first video to extract: the cache exists, nothing of this run is committed yet;
     - ``extract-batch``: in ``msclr extract``, right after the extractor processed one frame batch (counted
       over the whole run, every video).
     """

@@ -2,12 +2,19 @@
 
 Real data lives outside the repository (research-use): ``$MSCLR_TEST_DATA`` or
 ``<repo>/../shared/data``.  Tests that need it skip cleanly when it is absent.
+
+TensorFlow and MediaPipe tests get their module through :func:`require_module`, never a bare
+``pytest.importorskip``: under ``CI=true`` (``.ci/run``) a stack that does not import fails the run instead of
+turning every extraction test into a skip.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 from hypothesis import settings
@@ -20,6 +27,29 @@ settings.register_profile("msclr", derandomize=os.environ.get("MSCLR_FUZZ_RANDOM
 settings.load_profile("msclr")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """True when the suite runs in CI (``.ci/run`` sets ``CI=true``), where a missing test dependency is a failure."""
+    return os.environ.get("CI") == "true"
+
+
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """Skip the test (or module) with ``reason``; under ``CI=true`` fail it instead, since CI installs everything
+    the suite needs and a skip there would hide a broken install behind a green run."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: this must not be skipped in CI)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """Import and return ``name`` (e.g. ``"tensorflow"``, ``"mediapipe"``), like ``pytest.importorskip``, except
+    that a failed import fails the test (or, at module level, the collection) under ``CI=true``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        reason = f"could not import {name}: {type(err).__name__}: {err}"
+    skip_or_fail_in_ci(reason)  # outside the except block: the report shows the reason, not a chained traceback
 
 
 def shared_data_dir() -> Path | None:
@@ -41,9 +71,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def pixel_standin(tmp_path_factory: pytest.TempPathFactory):
     """The MeTRAbs stand-in SavedModel (``tests/metrabs_standin.py``) in pixel mode: two people in every
-    non-dark frame.  Built once per session (a few seconds of TensorFlow); skips without TensorFlow.
-    Returns its ``StandinInfo`` (``.path`` is the model folder to pass as ``--pose-model``)."""
-    pytest.importorskip("tensorflow")
+    non-dark frame.  Built once per session (a few seconds of TensorFlow); skips without TensorFlow (fails
+    under ``CI=true``).  Returns its ``StandinInfo`` (``.path`` is the model folder to pass as ``--pose-model``)."""
+    require_module("tensorflow")
     from metrabs_standin import build_standin
 
     return build_standin(tmp_path_factory.mktemp("standin") / "model")

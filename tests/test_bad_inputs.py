@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import require_module
 
 from msclr.cli import cli
 from msclr.extractors import video as video_module
@@ -134,7 +135,7 @@ def _size_change_frames() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scripted MeTRAbs stand-in, built once per module (TensorFlow start-up is slow)."""
-    pytest.importorskip("tensorflow")
+    require_module("tensorflow")
     from metrabs_standin import build_standin
 
     return build_standin(tmp_path_factory.mktemp("standin") / "model", script=_script()).path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -252,8 +253,13 @@ def test_foreign_graph_and_wrong_width_are_refused():
 
 
 class _Evil:
+    """A pickle payload with an observable side effect: unpickling it calls ``Path(marker).touch()``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("code ran",))
+        return (Path.touch, (self.marker,))
 
 
 def test_file_loading_is_weights_only(tmp_path):
@@ -262,10 +268,17 @@ def test_file_loading_is_weights_only(tmp_path):
     torch.save({"state_dict": sd, "epoch": 300}, good)
     enc = load_reference_encoder(good, MultiSkeletonSTGCN(["ntu_kinect_25"]))
     assert torch.equal(enc.blocks[0].gcn.weight, sd["st_gcn_networks.0.gcn.conv.weight"])
-    evil = tmp_path / "evil.pt"
-    torch.save({"state_dict": sd, "payload": _Evil()}, evil)
+    evil, marker = tmp_path / "evil.pt", tmp_path / "payload-ran"
+    torch.save({"state_dict": sd, "payload": _Evil(marker)}, evil)
     with pytest.raises(CheckpointError, match="weights-only"):
         load_state_file(evil)
+    assert not marker.exists(), "load_state_file ran the refused checkpoint's pickle payload"
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_reference_encoder(evil, MultiSkeletonSTGCN(["ntu_kinect_25"]))
+    assert not marker.exists(), "load_reference_encoder ran the refused checkpoint's pickle payload"
+    # control: the payload does run when the file is unpickled unsafely, so the checks above can fail
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state_file(tmp_path / "missing.pt")
 

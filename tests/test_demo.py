@@ -63,7 +63,8 @@ def test_demo_refuses_a_non_empty_out(tmp_path: Path) -> None:
 
 def test_demo_recipe_and_threads() -> None:
     from msclr.pipeline.config import load_recipe
-    from msclr.pipeline.demo import CONVENTIONS, QUICK, demo_config, pick_threads
+    from msclr.pipeline.demo import CONVENTIONS, QUICK, demo_config
+    from msclr.pipeline.training.cpu_tuning import pick_threads
 
     recipe = load_recipe("demo")
     assert tuple(recipe.data.skeletons) == CONVENTIONS and recipe.data.split == "xsub"
@@ -71,4 +72,4 @@ def test_demo_recipe_and_threads() -> None:
     assert quick.pretrain.epochs == QUICK.epochs < recipe.pretrain.epochs
     assert quick.pretrain.lr_steps[0] < QUICK.epochs and quick.linear == replace(recipe.linear, seed=3)
     assert quick.pretrain.seed == 3 and quick.linear.seed == 3
-    assert pick_threads(3) == 3 and pick_threads(None) >= 1
+    assert pick_threads(3)[0] == 3 and pick_threads(None)[0] >= 1

@@ -253,12 +253,39 @@ def _snapshot(root: Path) -> dict:
     return out
 
 
+KILL_FRAMES, KILL_BATCH = 24, 2  # frames per video, frames per extractor call: 12 batches a (non-empty) video
+WAIT_S = 120  # a stuck subprocess fails the test instead of hanging it
+
+
+def _batch_plan(pending: list[str], empty: str) -> list[int]:
+    """Frame batches the extractor sees for each pending clip, in job order (the empty file has none)."""
+    return [0 if name == empty else KILL_FRAMES // KILL_BATCH for name in pending]
+
+
+def _commits_before_batch(batches: list[int], n: int) -> int:
+    """Clips a run has committed when its extractor finishes its n-th frame batch (clips without frames, such
+    as a zero-byte file, are committed without any batch)."""
+    seen = done = 0
+    for count in batches:
+        if seen + count >= n:
+            return done
+        seen, done = seen + count, done + 1
+    raise AssertionError(f"the run has only {seen} batches, not {n}")
+
+
 def test_sigkill_at_several_points_then_rerun_equals_uninterrupted(tmp_path: Path, model_dir: Path) -> None:
+    """SIGKILL at five distinct, exact stages (test hook :func:`msclr.files.pause_point`: the run creates a marker
+    file and sleeps at the named point; the test waits for the marker, checks the cache shows that stage, and
+    kills), a rerun after each; then a last run completes a cache equal to an uninterrupted run's."""
     vids = tmp_path / "videos"
     for i in range(8):
-        _noise_video(vids / f"S001C00{1 + i % 3}P00{1 + i}R001A00{1 + i}_rgb.avi", 24, 100 + i, dark=(i == 5))
-    (vids / "S001C001P009R001A009_rgb.avi").write_bytes(b"")  # a recorded failure too
-    args = [str(vids), "--out", "", "--pose-model", str(model_dir), "--batch-size", "2",
+        _noise_video(vids / f"S001C00{1 + i % 3}P00{1 + i}R001A00{1 + i}_rgb.avi", KILL_FRAMES, 100 + i,
+                     dark=(i == 5))
+    empty = "S001C001P009R001A009"
+    (vids / f"{empty}_rgb.avi").write_bytes(b"")  # a recorded failure too
+    jobs = [j.name for j in plan_jobs(find_videos([vids]))]
+    assert len(jobs) == 9
+    args = [str(vids), "--out", "", "--pose-model", str(model_dir), "--batch-size", str(KILL_BATCH),
             "--skeletons", "smpl_24,smplx_42"]
 
     reference = tmp_path / "reference"
@@ -267,36 +294,74 @@ def test_sigkill_at_several_points_then_rerun_equals_uninterrupted(tmp_path: Pat
 
     killed = tmp_path / "killed"
     args[2] = str(killed)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     seg_dir = killed / "segments"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSCLR_TEST_PAUSE")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
 
-    def committed() -> int:
-        return len(list(seg_dir.glob("*.h5"))) if seg_dir.is_dir() else 0
+    def segments() -> set[str]:
+        return {p.name for p in seg_dir.glob("*.h5")} if seg_dir.is_dir() else set()
 
-    # (segments committed before the kill, extra delay in seconds): during start-up, while TensorFlow
-    # loads, right after a commit, mid-clip, near the end.  Each late kill costs a TensorFlow start-up.
-    plan = [(0, 0.3), (0, 2.0), (2, 0.0), (4, 0.02), (7, 0.005)]
-    kills = 0
-    at_kill = []
-    for target, delay in plan:
-        if committed() >= 9:
-            break
-        proc = subprocess.Popen([sys.executable, "-m", "msclr", "extract", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and committed() < target and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-            at_kill.append(committed())
-        proc.wait()
-        # After any kill the cache (if created) stays readable.
-        if (killed / "msclr-cache.json").exists():
-            Cache(killed)
-    assert kills >= 5
-    assert len(set(at_kill)) >= 3, at_kill  # the kills hit different stages of the run
+    def partials() -> list[str]:
+        return sorted(p.name for p in seg_dir.glob("*.partial")) if seg_dir.is_dir() else []
+
+    def pending() -> list[str]:
+        done = set(Cache(killed).statuses()) if (killed / "msclr-cache.json").exists() else set()
+        return [name for name in jobs if name not in done]
+
+    def mid_second_clip(batches: list[int]) -> int:
+        """The batch in the middle of the second pending clip that has frames."""
+        with_frames = [k for k, count in enumerate(batches) if count]
+        return sum(batches[: with_frames[1]]) + batches[with_frames[1]] // 2
+
+    # (stage, pause point as a function of the pending clips' batches, commits this run makes before the kill)
+    plan = [
+        ("start-up: cache opened, pose model about to load", lambda b: "model-load", lambda b: 0),
+        ("right after commit 2", lambda b: "commit#2", lambda b: 2),
+        ("mid-clip", lambda b: f"extract-batch#{mid_second_clip(b)}",
+         lambda b: _commits_before_batch(b, mid_second_clip(b))),
+        ("inside a segment write (written, not renamed)", lambda b: "segment-written#2", lambda b: 1),
+        ("near the end: after the last but one commit", lambda b: f"commit#{len(b) - 1}", lambda b: len(b) - 1),
+    ]
+    stages = []
+    for k, (stage, point, commits) in enumerate(plan):
+        todo = pending()
+        batches = _batch_plan(todo, empty)
+        before = segments()
+        marker = tmp_path / f"kill{k}"
+        log = tmp_path / f"run{k}.log"
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "msclr", "extract", *args],
+                env={**env, "MSCLR_TEST_PAUSE": point(batches), "MSCLR_TEST_PAUSE_MARKER": str(marker)},
+                stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not marker.exists():  # the kill lands at its stage, or the test fails here
+                if proc.poll() is not None:
+                    pytest.fail(f"{stage}: the run ended (exit {proc.returncode}) before its pause point "
+                                f"{point(batches)}:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{stage}: the run did not reach {point(batches)} in {WAIT_S} s")
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # the cache shows the stage: exactly the expected new commits, earlier segments untouched
+        after = segments()
+        assert before <= after, stage
+        assert len(after - before) == commits(batches), (stage, point(batches), len(after - before))
+        stray = partials()
+        if "segment-written" in point(batches):  # killed between the segment's fsync and its rename
+            assert len(stray) == 1 and f".{proc.pid}." in stray[0], (stage, stray)
+        else:  # a stale partial of an earlier killed run is removed when the next writer opens the cache
+            assert stray == [], (stage, stray)
+        Cache(killed)  # after any kill the cache (if created) stays readable
+        stages.append((stage, len(after)))
+    assert [n for _, n in stages] == sorted(n for _, n in stages) and stages[-1][1] == len(jobs) - 1, stages
+
     final = _run(args)
     assert final.exit_code == 1
     assert not list(seg_dir.glob("*.partial"))

@@ -2,7 +2,7 @@
 
 Checks: one model call per frame batch for four conventions (skeleton=''), slicing with
 per_skeleton_indices, mm -> m and camera -> Kinect axes, identities across detection-order swaps,
-empty frames, joint-name mismatch and loader errors.  Skips without TensorFlow.
+empty frames, joint-name mismatch and loader errors.  Skips without TensorFlow (fails under CI=true).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_module
 
-pytest.importorskip("tensorflow")
+require_module("tensorflow")
 
 from metrabs_standin import CONVENTIONS, StandinInfo, build_standin, frame_with_index  # noqa: E402
 
 from msclr.errors import ExtractionError  # noqa: E402
-from msclr.extractors.axes import intrinsics_from_fov, metrabs_to_kinect  # noqa: E402
+from msclr.extractors.axes import metrabs_to_kinect  # noqa: E402
 from msclr.extractors.jobs import VideoJob  # noqa: E402
 from msclr.extractors.metrabs import MetrabsExtractor, MetrabsOptions, load_pose_model  # noqa: E402
 from msclr.extractors.tracking import track_people  # noqa: E402
@@ -84,7 +85,11 @@ def test_camera_and_options_are_passed(extractor: MetrabsExtractor) -> None:
     extractor.start_video(64, 48)
     extractor.process(_frames([0]))
     model = extractor.model
-    np.testing.assert_allclose(model.last_intrinsics.numpy(), intrinsics_from_fov(60.0, 64, 48), rtol=1e-6)
+    # pinhole camera written out here, not derived with the code under test: f = (max(W, H) / 2) / tan(fov / 2)
+    # = 32 / tan(30 deg) = 32 sqrt(3) px for the 64 x 48 frame, principal point at the image centre (W/2, H/2)
+    f = 32.0 * np.sqrt(3.0)
+    want = [[f, 0.0, 32.0], [0.0, f, 24.0], [0.0, 0.0, 1.0]]
+    np.testing.assert_allclose(model.last_intrinsics.numpy(), want, rtol=1e-6)
     assert model.last_num_aug.numpy() == 2
     assert model.last_max_detections.numpy() == 3
     assert model.last_threshold.numpy() == pytest.approx(0.25)

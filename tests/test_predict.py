@@ -85,14 +85,55 @@ def test_predict_skeletons_matches_trained_run(trained) -> None:
     assert pred.conventions == {"ntu_kinect_25": "ntu_kinect_25", "smpl_24": "smpl_24"}
     assert pred.streams == ["joint"] and pred.frames == poses["smpl_24"].shape[0] and pred.persons == 1
     assert pred.max_persons == 2  # the cache's M (the poses given have one slot: padded)
-    # the same numbers as TrainedRun.scores on training's preprocessing (softmax ensemble of both classifiers)
+    # The expected probabilities, computed here without TrainedRun.logits / scores or msclr's fusion code: the
+    # frozen joint-stream encoder's pooled features (the joint stream is the preprocessed clip itself), each
+    # convention's linear classifier applied in numpy, a numpy softmax per classifier, and their mean (the run's
+    # skeleton ensemble in softmax mode, one stream).
     model = open_run(run)
+    assert model.info.ensemble_mode == "softmax" and list(model.encoders) == ["joint"]
     prep = {k: model.info["preprocessing"][k] for k in ("length", "centre", "y_rotation", "valid")}
-    inputs = {c: preprocess_clip(np.concatenate([poses[c], np.zeros_like(poses[c])], axis=1),
-                                 model.skeletons[c], **prep)[None] for c in CONVS}
-    final = model.scores(inputs)["final"][0]
-    np.testing.assert_allclose(pred.probabilities, final, atol=1e-6)
-    assert pred.top[0]["label"] == int(np.argmax(final))
+    feats = {}
+    for c in CONVS:
+        x = preprocess_clip(np.concatenate([poses[c], np.zeros_like(poses[c])], axis=1), model.skeletons[c], **prep)
+        with torch.no_grad():
+            feats[c] = model.encoders["joint"].features(torch.from_numpy(x[None]).float(), c)[0].double().numpy()
+
+    def expected(heads: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+        probs = []
+        for c in CONVS:
+            weight, bias = heads[c]
+            z = weight @ feats[c] + bias
+            e = np.exp(z - z.max())
+            probs.append(e / e.sum())
+        return np.mean(probs, axis=0), probs
+
+    def head(c: str) -> tuple[np.ndarray, np.ndarray]:
+        fc = model.classifiers["joint"][c]
+        return fc.weight.detach().double().numpy(), fc.bias.detach().double().numpy()
+
+    # 1. the trained classifiers
+    want, _ = expected({c: head(c) for c in CONVS})
+    np.testing.assert_allclose(pred.probabilities, want, rtol=0, atol=1e-9)  # near-uniform: tight tolerance
+    assert [r["label"] for r in pred.top] == np.argsort(-want, kind="stable")[:3].tolist()
+
+    # 2. This tiny run's two classifiers are near-uniform and almost equal, which a wrong ensemble (one classifier
+    # only, averaged logits) would pass: give the loaded run distinct, confident classifiers (seeded) and compare
+    # again, now where the ensemble matters.
+    rng = np.random.default_rng(0)
+    heads = {}
+    for c in CONVS:
+        fc = model.classifiers["joint"][c]
+        weight = rng.normal(0.0, 3.0 / np.linalg.norm(feats[c]), tuple(fc.weight.shape))
+        bias = rng.normal(0.0, 1.0, tuple(fc.bias.shape))
+        with torch.no_grad():
+            fc.weight.copy_(torch.from_numpy(weight))
+            fc.bias.copy_(torch.from_numpy(bias))
+        heads[c] = head(c)  # as stored in float32
+    want, probs = expected(heads)
+    assert np.abs(probs[0] - probs[1]).max() > 0.1 and np.ptp(want) > 0.1  # the case really is discriminating
+    strong = predict_skeletons(model, poses, top_k=3)
+    np.testing.assert_allclose(strong.probabilities, want, rtol=0, atol=1e-6)
+    assert [r["label"] for r in strong.top] == np.argsort(-want, kind="stable")[:3].tolist()
 
 
 def test_kinectv2_serves_ntu_model_index_for_index(trained) -> None:

@@ -76,10 +76,12 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
 def test_model_file_round_trip_holds_only_the_network(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
     weights = StreamWeights({"w": torch.arange(3.0)}, {"smpl_24": {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}})
-    folder.write_model(ModelFile(["smpl_24"], {"smpl_24": {"name": "smpl_24"}}, {"width": 16}, {"joint": weights}))
+    folder.write_model(ModelFile(["smpl_24"], {"smpl_24": {"name": "smpl_24"}}, {"width": 16}, {"linear": {"joint": weights}},
+                                 pretrained={"joint": weights.encoder}))
     back = folder.read_model()
-    assert back.conventions == ["smpl_24"] and back.model_config == {"width": 16}
-    torch.testing.assert_close(back.streams["joint"].encoder["w"], torch.arange(3.0))
-    torch.testing.assert_close(back.streams["joint"].classifiers["smpl_24"]["weight"], torch.ones(2, 3))
+    assert back.conventions == ["smpl_24"] and back.model_config == {"width": 16} and list(back.protocols) == ["linear"]
+    torch.testing.assert_close(back.protocols["linear"]["joint"].encoder["w"], torch.arange(3.0))
+    torch.testing.assert_close(back.protocols["linear"]["joint"].classifiers["smpl_24"]["weight"], torch.ones(2, 3))
+    torch.testing.assert_close(back.pretrained["joint"]["w"], torch.arange(3.0))
     state = torch.load(folder.model, weights_only=True)
     assert not {"classes", "preprocessing", "fusion", "ensemble_mode"} & set(state)  # run.json's job, not repeated

@@ -171,7 +171,9 @@ def test_bad_split_and_skeleton_errors(tiny_cache: Path, tmp_path: Path) -> None
     bad = _train(tiny_cache, tmp_path / "r2", recipe, "--skeletons", "smplx_42")
     assert bad.exit_code == 1 and "kinectv2_25" in bad.output and "smplx_42" in bad.output
     bad = CliRunner().invoke(cli, ["train", str(tiny_cache), "--out", str(tmp_path / "r3"), "--config", "nope"])
-    assert bad.exit_code == 1 and "ntu60_xsub" in bad.output
+    assert bad.exit_code == 2 and "ntu60_xsub" in bad.output  # an unknown recipe name is a usage error
+    bad = CliRunner().invoke(cli, ["train", str(tiny_cache), "--out", str(tmp_path / "r3"), "--config", "cpu_smal"])
+    assert bad.exit_code == 2 and "did you mean cpu_small?" in bad.output and not (tmp_path / "r3").exists()
     recipe.write_text("[pretrain]\nlearning_rate = 0.1\n")
     bad = _train(tiny_cache, tmp_path / "r4", recipe)
     assert bad.exit_code == 1 and "unknown key [pretrain].learning_rate" in bad.output

@@ -10,6 +10,9 @@
    cache requires for concurrent writers.
 3. When every clip name is an NTU name, :func:`ntu_metadata` gives the NTU class names and the
    standard splits over all the videos given (before sharding, so every shard writes the same ones).
+4. :func:`label_jobs` gives every job its label: from ``--labels FILE``, else NTU names, else class
+   folders (``VIDEOS/<class>/<clip>``), else none (:mod:`msclr.pipeline.datasets.labels`), before
+   anything is extracted.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from msclr.pipeline.datasets.ntu import NtuName, infer_benchmark, ntu_class_name
 
 @dataclass(frozen=True)
 class VideoJob:
-    """One video to extract: its path, clip name and NTU fields (None for other names)."""
+    """One video to extract: its path, clip name, NTU fields (None for other names) and 0-based label
+    (-1: none; :func:`plan_jobs` sets NTU names' labels, :func:`label_jobs` the others)."""
 
     path: Path
     name: str
     ntu: NtuName | None
+    label: int = -1
 
 
 def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
@@ -81,8 +86,36 @@ def plan_jobs(videos: Sequence[Path]) -> list[VideoJob]:
                 f"videos {jobs[name].path} and {path} both give the clip name {name!r}; clip names must be "
                 "unique in a cache: rename one, or extract them into separate caches"
             )
-        jobs[name] = VideoJob(path, name, ntu)
+        jobs[name] = VideoJob(path, name, ntu, ntu.label if ntu is not None else -1)
     return list(jobs.values())
+
+
+def label_jobs(jobs: Sequence[VideoJob], inputs: Sequence[str | Path], labels_file: str | Path | None = None,
+               known: Sequence[str] | None = None) -> tuple[list[VideoJob], list[str] | None, str]:
+    """The jobs with their labels, the class names to store (None: none) and where the labels come from.
+
+    Precedence: ``labels_file``, then NTU names (every clip NTU-named), then class folders; ``known`` are the
+    cache's class names (names are looked up in them).
+
+    Raises:
+        MsclrError: a problem with the list file or a class name (see :mod:`msclr.pipeline.datasets.labels`).
+    """
+    from dataclasses import replace
+
+    from msclr.pipeline.datasets.labels import folder_labels, list_labels
+
+    roots = [Path(i) for i in inputs]
+    videos = [j.path for j in jobs]
+    if labels_file is not None:
+        found = list_labels(labels_file, videos, roots, known)
+    else:
+        classes, _ = ntu_metadata(jobs)
+        if classes is not None:
+            return list(jobs), classes, "NTU names"
+        found = folder_labels(videos, roots, known)
+        if found is None:
+            return list(jobs), None, "none"
+    return [replace(j, label=found.labels.get(j.path, -1)) for j in jobs], found.classes, found.source
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -125,5 +158,5 @@ def ntu_metadata(jobs: Sequence[VideoJob]) -> tuple[list[str] | None, dict[str, 
     return ntu_class_names(infer_benchmark(names)), (splits if any(splits.values()) else None)
 
 
-__all__ = ["VideoJob", "clip_name_for", "find_videos", "ntu_metadata", "parse_shard", "plan_jobs", "select_shard",
+__all__ = ["VideoJob", "clip_name_for", "find_videos", "label_jobs", "ntu_metadata", "parse_shard", "plan_jobs", "select_shard",
            "shard_of"]

@@ -265,12 +265,21 @@ def substitute_compatible(model: Skeleton, data: Skeleton) -> bool:
     return model.num_joints == data.num_joints and tuple(model.flip) == tuple(data.flip)
 
 
+def _known_to_produce(kind: str, convention: str) -> bool:
+    """``kind`` produces ``convention`` for certain: a built-in convention it can produce (a user-defined one is
+    produced by MeTRAbs only if its pose model happens to hold a skeleton of that name, which is unknown here)."""
+    from msclr.skeletons import SKELETONS
+
+    return convention in SKELETONS and can_produce(kind, convention)
+
+
 def serving_plan(conventions: Sequence[str], extractor: str) -> dict[str, str]:
     """model convention -> convention to extract for it (itself, or :data:`SERVED_BY`'s substitute).
 
     Raises:
         MsclrError: a convention the extractor cannot produce (the message says which extractor
-            produces what, and which one the run needs).
+            produces what, and which one the run needs; when none is known to produce it from video,
+            it points to classifying stored skeletons with ``msclr predict --from-cache``).
     """
     plan: dict[str, str] = {}
     missing: list[str] = []
@@ -283,10 +292,12 @@ def serving_plan(conventions: Sequence[str], extractor: str) -> dict[str, str]:
             missing.append(conv)
     if missing:
         other = [e for e in EXTRACTOR_KINDS if e != extractor and all(
-            can_produce(e, c) or (c in SERVED_BY and can_produce(e, SERVED_BY[c])) for c in conventions)]
+            _known_to_produce(e, c) or (c in SERVED_BY and _known_to_produce(e, SERVED_BY[c])) for c in conventions)]
         produces = describe_outputs({"metrabs": "ntu_kinect_25 via kinectv2_25"})
         hint = (f"use --extractor {other[0]}" if other else
-                "no extractor produces all of them from video; train a run on conventions an extractor produces")
+                f"no extractor produces {', '.join(missing)} from video; classify stored skeletons "
+                "instead: msclr predict --model RUN --from-cache CACHE --clip NAME (or --from-pyskl FILE --clip "
+                "NAME), or train a run on conventions an extractor produces")
         raise MsclrError(f"the run was trained on {', '.join(conventions)}, but --extractor {extractor} cannot "
                          f"produce {', '.join(missing)}. Extractors produce: {produces}. Fix: {hint}.")
     return plan

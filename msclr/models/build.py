@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from msclr.models.aimclr import MSAimCLR
-from msclr.models.stgcn import MultiSkeletonSTGCN
+from msclr.models.stgcn import MultiSkeletonSTGCN, module_key
 from msclr.models.streams import to_stream
 from msclr.skeletons import Skeleton
 
@@ -78,6 +78,14 @@ def build_model(skeletons: Sequence[Skeleton], model: ContrastiveSizes, *, topk:
                     topk=topk, shuffle_bn=model.shuffle_bn)
 
 
+def convention_state(state: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The part of a :class:`~msclr.models.stgcn.MultiSkeletonSTGCN` ``state_dict`` that an encoder built for
+    the conventions ``names`` (a subset of the state's) loads: the shared blocks and head, and the per-convention
+    adjacency, ``data_bn`` and edge importance of ``names`` only."""
+    keep = {module_key(n) for n in names}
+    return {k: v for k, v in state.items() if not k.startswith("conventions.") or k.split(".")[1] in keep}
+
+
 def encoder_features(encoder: Any, x: torch.Tensor, skeleton: Skeleton, stream: str) -> torch.Tensor:
     """Features ``(B, D)`` of one batch ``x (B, 3, T, V, M)`` (tensor on the encoder's device), frozen."""
     with torch.no_grad():
@@ -115,5 +123,5 @@ def extract_features(encoder: Any, x: np.ndarray | torch.Tensor, skeleton: Skele
     return torch.cat(out)
 
 
-__all__ = ["EncoderSizes", "ContrastiveSizes", "build_encoder", "build_model", "FEATURE_BATCH",
+__all__ = ["EncoderSizes", "ContrastiveSizes", "build_encoder", "build_model", "convention_state", "FEATURE_BATCH",
            "encoder_features", "extract_features"]

@@ -8,11 +8,15 @@ configs):
   key momentum 0.999, temperature 0.07, feature dim 128, skeleton pairs drawn ``full_random`` per batch;
 - linear evaluation: SGD momentum 0.9, Nesterov off, **weight decay 0**, lr 3.0 -> 0.3 after epoch 80 of 100,
   batch 128, last epoch reported;
-- 3-stream fusion weights 0.6 joint, 0.6 bone, 0.4 motion.
+- 3-stream fusion weights 0.6 joint, 0.6 bone, 0.4 motion;
+- evaluation protocol ``linear`` only; the fine-tuned protocols (``finetune``, ``semi:P``, ``scratch``) use
+  AimCLR's fine-tuning code defaults (:class:`FinetuneConfig`, docs/method.md "Evaluation protocols").
 
 A *recipe* is a TOML file with the sections ``[data]``, ``[model]``, ``[pretrain]``, ``[linear]``,
-``[fusion]``; keys it does not set keep these defaults; an unknown section or key is an error that lists the
-valid ones.  Packaged recipes live in ``msclr/recipes/`` and are addressed by name (``ntu60_xsub``).
+``[finetune]``, ``[evaluation]``, ``[fusion]``; keys it does not set keep these defaults; an unknown section
+or key is an error that lists the valid ones.  Packaged recipes live in ``msclr/recipes/`` and are addressed by
+name (``ntu60_xsub``): a packaged name wins over a file or folder of the same name unless the argument ends in
+``.toml`` or contains a path separator.
 
 Scaling with ``--epochs``: :meth:`PretrainConfig.with_epochs` keeps the *fractions* of the paper's schedule
 (lr step at 250/300, mining from 151/300), so a 30-epoch run steps at 25 and mines from 16.
@@ -21,10 +25,8 @@ Scaling with ``--epochs``: :meth:`PretrainConfig.with_epochs` keeps the *fractio
 from __future__ import annotations
 
 import json
-import tomllib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
-from importlib import resources
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,18 @@ SCORE_MODES = ("softmax", "logits")
 
 class ConfigError(MsclrError):
     """A recipe or option value that is invalid."""
+
+
+class OptionError(ConfigError):
+    """A command-line option value that is malformed or names nothing msclr knows (a usage error: exit 2)."""
+
+
+def closest(name: str, choices: Any) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices`` to ``name`` (difflib), or ``""``."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,8 @@ class PretrainConfig:
     """MS-AimCLR pretraining schedule (the defaults are the reference's).
 
     ``lr_steps`` and ``mining_epoch`` are 1-based epoch counts: lr = lr * gamma^(#steps < epoch); mining
-    (nearest-neighbour positives) is on for ``epoch > mining_epoch``.
+    (nearest-neighbour positives) is on for ``epoch > mining_epoch``.  ``init`` (``--init RUN``): the folder of
+    a finished run whose pretrained encoders this run starts from instead of pretraining ("" = pretrain).
     """
 
     epochs: int = 300
@@ -118,6 +133,7 @@ class PretrainConfig:
     mirror_flip: bool = False
     seed: int = 0
     workers: int = 0
+    init: str = ""
 
     def with_epochs(self, epochs: int) -> PretrainConfig:
         """The same schedule stretched to ``epochs`` (lr steps and mining epoch keep their fractions)."""
@@ -170,6 +186,110 @@ class LinearConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuned protocols (``finetune``, ``semi:P``, ``scratch``): encoder + one linear head per convention,
+    every weight trained with labels (defaults: AimCLR's fine-tuning code, whose released configs set none).
+
+    AimCLR's fine-tuning processor: SGD momentum 0.9, **Nesterov on**, weight decay 1e-4, lr 0.01, no lr step;
+    epochs and batch are not set there: 100 epochs and batch 128 as linear evaluation.  ``augment``: the
+    normal augmentation (shear + temporal crop) on training batches, as the reference's training feeder.
+    ``eval_mode`` keeps the network in ``eval()`` while training (frozen BatchNorm statistics, no dropout), a
+    quirk of the reference's loop; off by default (BatchNorm and dropout train as usual).
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_steps: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    augment: bool = True
+    eval_mode: bool = False
+    seed: int = 0
+
+    def with_epochs(self, epochs: int) -> FinetuneConfig:
+        """The same schedule stretched to ``epochs``."""
+        if epochs < 1:
+            raise OptionError(f"--finetune-epochs must be >= 1, got {epochs}.")
+        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs))
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 1-based ``epoch``."""
+        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
+
+
+PROTOCOL_KINDS = ("linear", "finetune", "semi", "scratch")
+"""Evaluation protocols: frozen encoder + linear classifiers; fine-tuned encoder (all labels); fine-tuned on a
+class-balanced fraction P of the labels (``semi:P``); the same network trained from random weights."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol by name (``linear``, ``finetune``, ``semi:0.1``, ``scratch``)."""
+
+    name: str
+
+    @property
+    def kind(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the training labels used (1.0 except ``semi:P``)."""
+        return float(self.name.split(":", 1)[1]) if self.kind == "semi" else 1.0
+
+    @property
+    def pretrained(self) -> bool:
+        """Starts from the pretrained encoder (every protocol but ``scratch``)."""
+        return self.kind != "scratch"
+
+    @property
+    def tag(self) -> str:
+        """File-name form (``semi_0.1``)."""
+        return self.name.replace(":", "_")
+
+
+def parse_protocol(text: str) -> Protocol:
+    """A protocol name checked and made canonical (``semi:.10`` -> ``semi:0.1``); :class:`OptionError` otherwise."""
+    kind, _, value = str(text).strip().partition(":")
+    if kind not in PROTOCOL_KINDS:
+        raise OptionError(f"unknown protocol {text!r}{closest(kind, PROTOCOL_KINDS)}; use linear, finetune, "
+                          "semi:P (P = fraction of the training labels, e.g. semi:0.1) or scratch.")
+    if kind != "semi":
+        if value:
+            raise OptionError(f"protocol {kind} takes no value (got {text!r}); only semi:P does.")
+        return Protocol(kind)
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise OptionError(f"protocol {text!r} needs the label fraction: semi:0.1 (10 %) or semi:0.01 (1 %).") from None
+    if not 0.0 < fraction < 1.0:
+        raise OptionError(f"protocol {text!r}: the label fraction must be between 0 and 1 (exclusive), e.g. "
+                          "semi:0.1; the full label set is the finetune protocol.")
+    return Protocol(f"semi:{fraction:g}")
+
+
+def parse_protocols(items: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Comma-separated (or listed) protocols, canonical, each once, in the given order."""
+    parts = [t for t in (items.split(",") if isinstance(items, str) else items) if str(t).strip()]
+    names = [parse_protocol(t).name for t in parts]
+    if not names:
+        raise OptionError("--protocol is empty: give e.g. linear or linear,finetune.")
+    if len(set(names)) != len(names):
+        raise OptionError(f"--protocol lists a protocol twice: {', '.join(names)}.")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Which protocols evaluate the run (``linear`` = the paper's; see :data:`PROTOCOL_KINDS`)."""
+
+    protocols: tuple[str, ...] = ("linear",)
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """3-stream fusion: score = sum_s weight_s * score_s (the paper's weights); ``mode`` softmax or logits."""
 
@@ -191,6 +311,8 @@ class TrainConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def validate(self) -> TrainConfig:
         """Check values; raises :class:`ConfigError` naming the key and the fix."""
@@ -224,6 +346,13 @@ class TrainConfig:
                               "('joint' = the reference's per-joint data_bn).")
         if m.hidden_channels < 1 or m.hidden_dim < 1 or m.feature_dim < 1:
             raise ConfigError("model.hidden_channels, hidden_dim and feature_dim must be positive.")
+        ft = self.finetune
+        if ft.epochs < 1 or ft.batch_size < 1:
+            raise ConfigError("finetune.epochs and finetune.batch_size must be >= 1.")
+        try:
+            parse_protocols(self.evaluation.protocols)
+        except OptionError as err:
+            raise ConfigError(f"evaluation.protocols {list(self.evaluation.protocols)}: {err}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,100 +360,74 @@ class TrainConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
     "data": DataConfig, "model": ModelConfig, "pretrain": PretrainConfig,
-    "linear": LinearConfig, "fusion": FusionConfig,
+    "linear": LinearConfig, "fusion": FusionConfig, "finetune": FinetuneConfig, "evaluation": EvaluationConfig,
 }
+"""Recipe section name -> its dataclass (the sections of :class:`TrainConfig`)."""
 
 
-def _coerce(cls: type, section: str, values: Mapping[str, Any], base: Any) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    updates: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown key [{section}].{key}; valid keys: {', '.join(known)}.")
-        default = getattr(base, key)
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list | tuple):
-                raise ConfigError(f"[{section}].{key} must be a list, got {value!r}.")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"[{section}].{key} must be true or false, got {value!r}.")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"[{section}].{key} must be an integer, got {value!r}.")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"[{section}].{key} must be a number, got {value!r}.")
-            value = float(value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"[{section}].{key} must be a string, got {value!r}.")
-        updates[key] = value
-    return replace(base, **updates)
+def skeleton_names(items: str) -> tuple[str, ...]:
+    """``--skeletons a,b``: convention names, each a name (registry name, alias, or a convention defined in the
+    cache) or the path of a skeleton file (``.toml`` / ``.json``, as ``msclr import`` takes), which stands for
+    the convention it defines.  :class:`OptionError` for an unreadable file or a repeat."""
+    from msclr.skeletons import ALIASES, load_skeleton_file
+
+    names = []
+    for item in (t.strip() for t in items.split(",")):
+        if not item:
+            continue
+        if item.endswith((".toml", ".json")) or "/" in item or os.sep in item:
+            try:
+                names.append(load_skeleton_file(item).name)
+            except MsclrError as err:
+                raise OptionError(f"--skeletons {item}: {err}") from None
+        else:
+            names.append(ALIASES.get(item, item))
+    if not names:
+        raise OptionError("--skeletons is empty: name at least one convention (e.g. --skeletons smplx_42).")
+    if len(set(names)) != len(names):
+        raise OptionError(f"--skeletons lists a convention twice: {', '.join(names)}.")
+    return tuple(names)
 
 
-def config_from_dict(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Apply a nested mapping (a parsed recipe) on top of ``base`` (defaults if None); validates keys/types."""
-    config = base or TrainConfig()
-    parts = {name: getattr(config, name) for name in _SECTIONS}
-    for section, values in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(f"unknown recipe section [{section}]; valid sections: {', '.join(_SECTIONS)}.")
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"recipe section [{section}] must be a table of keys.")
-        parts[section] = _coerce(_SECTIONS[section], section, values, parts[section])
-    return TrainConfig(**parts)
-
-
-def recipe_names() -> list[str]:
-    """Names of the packaged recipes (``msclr/recipes/*.toml``)."""
-    root = resources.files("msclr") / "recipes"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
-
-
-def load_recipe(name_or_path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
-    """A recipe by packaged name (``ntu60_xsub``) or file path, applied on top of ``base``, validated."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"recipe file {path} not found; give a .toml path or one of: "
-                              f"{', '.join(recipe_names())}.")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    else:
-        resource = resources.files("msclr") / "recipes" / f"{name_or_path}.toml"
-        if not resource.is_file():
-            raise ConfigError(f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(recipe_names())} "
-                              "(or give the path of a .toml file).")
-        text, origin = resource.read_text(encoding="utf-8"), f"recipe {name_or_path}"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{origin} is not valid TOML: {err}.") from None
-    return config_from_dict(data, base).validate()
+def _streams(stream: str) -> tuple[str, ...]:
+    """``--stream joint|motion|bone|all`` (comma-separated allowed); :class:`OptionError` for other names."""
+    names = STREAMS if stream.strip() == "all" else tuple(s.strip() for s in stream.split(",") if s.strip())
+    bad = [s for s in names if s not in STREAMS]
+    if bad or not names:
+        raise OptionError(f"--stream {stream!r}: use joint, motion, bone, a comma-separated list of them, or all"
+                          f"{closest(bad[0], STREAMS) if bad else ''}.")
+    return names
 
 
 def resolve_config(recipe: str | Path | None = None, *, skeletons: str | None = None, stream: str | None = None,
                    split: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-                   seed: int | None = None, linear_epochs: int | None = None,
-                   workers: int | None = None) -> tuple[TrainConfig, list[str]]:
+                   seed: int | None = None, linear_epochs: int | None = None, workers: int | None = None,
+                   protocols: str | None = None, finetune_epochs: int | None = None,
+                   init: str | None = None) -> tuple[TrainConfig, list[str]]:
     """Defaults < recipe < command-line overrides, validated.  Returns the config and notes for the user.
 
-    ``epochs`` / ``linear_epochs`` stretch the schedules (:meth:`PretrainConfig.with_epochs`); a batch size that
-    does not divide the queue rounds the queue down to a multiple (noted).
+    ``epochs`` / ``linear_epochs`` / ``finetune_epochs`` stretch the schedules
+    (:meth:`PretrainConfig.with_epochs`); a batch size that does not divide the queue rounds the queue down to
+    a multiple (noted); ``seed`` seeds pretraining, linear evaluation and fine-tuning alike.
+
+    Raises:
+        OptionError: an option value that is malformed or names nothing (a usage error);
+        ConfigError: the recipe or the resulting configuration is invalid.
     """
     notes: list[str] = []
     config = load_recipe(recipe) if recipe else TrainConfig()
-    data, model, pre, lin = config.data, config.model, config.pretrain, config.linear
+    data, model, pre, lin, ft = config.data, config.model, config.pretrain, config.linear, config.finetune
+    evaluation = config.evaluation
     if skeletons:
-        names = tuple(s.strip() for s in skeletons.split(",") if s.strip())
-        data = replace(data, skeletons=names)
+        data = replace(data, skeletons=skeleton_names(skeletons))
     if stream:
-        data = replace(data, streams=STREAMS if stream == "all" else tuple(s.strip() for s in stream.split(",")))
+        data = replace(data, streams=_streams(stream))
     if split is not None:
         data = replace(data, split=split)
+    if protocols is not None:
+        evaluation = replace(evaluation, protocols=parse_protocols(protocols))
     if epochs is not None:
         pre = pre.with_epochs(epochs)
         notes.append(f"pretraining {pre.epochs} epochs: lr steps at {list(pre.lr_steps)}, mining from epoch "
@@ -332,50 +435,35 @@ def resolve_config(recipe: str | Path | None = None, *, skeletons: str | None = 
     if batch_size is not None:
         pre = replace(pre, batch_size=batch_size)
     if seed is not None:
-        pre = replace(pre, seed=seed)
-        lin = replace(lin, seed=seed)
+        pre, lin, ft = replace(pre, seed=seed), replace(lin, seed=seed), replace(ft, seed=seed)
     if workers is not None:
         pre = replace(pre, workers=workers)
+    if init is not None:
+        pre = replace(pre, init=str(Path(init).resolve()))
     if linear_epochs is not None:
         lin = lin.with_epochs(linear_epochs)
+    if finetune_epochs is not None:
+        ft = ft.with_epochs(finetune_epochs)
     if pre.batch_size > 0 and model.queue_size % pre.batch_size:
         queue = max(pre.batch_size, model.queue_size // pre.batch_size * pre.batch_size)
         notes.append(f"queue size {model.queue_size} -> {queue} (a multiple of the batch size {pre.batch_size})")
         model = replace(model, queue_size=queue)
-    config = TrainConfig(data, model, pre, lin, config.fusion).validate()
+    config = TrainConfig(data, model, pre, lin, config.fusion, ft, evaluation).validate()
     return config, notes
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(config: TrainConfig) -> str:
-    """The resolved configuration as a TOML recipe (round-trips through :func:`config_from_dict`)."""
-    lines = ["# Resolved msclr training configuration (reusable as --config).", ""]
-    for section, values in config.to_dict().items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    return "\n".join(lines)
-
-
-def from_json_dict(data: Mapping[str, Any]) -> TrainConfig:
-    """Inverse of :meth:`TrainConfig.to_dict`."""
-    return config_from_dict(data)
-
+# The recipe file format (TOML <-> TrainConfig) lives with the packaged recipes; re-exported here.
+from msclr.recipes import (  # noqa: E402
+    config_from_dict,
+    from_json_dict,
+    load_recipe,
+    recipe_names,
+    to_toml,
+)
 
 __all__ = [
-    "STREAMS", "PAIR_MODES", "SCORE_MODES", "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig",
-    "LinearConfig", "FusionConfig", "TrainConfig", "config_from_dict", "load_recipe", "recipe_names", "to_toml",
-    "resolve_config",
-    "from_json_dict",
+    "STREAMS", "PAIR_MODES", "SCORE_MODES", "PROTOCOL_KINDS", "ConfigError", "OptionError", "DataConfig",
+    "ModelConfig", "PretrainConfig", "LinearConfig", "FinetuneConfig", "EvaluationConfig", "FusionConfig",
+    "TrainConfig", "Protocol", "closest", "config_from_dict", "load_recipe", "parse_protocol", "parse_protocols",
+    "recipe_names", "resolve_config", "skeleton_names", "to_toml", "from_json_dict",
 ]

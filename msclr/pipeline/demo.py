@@ -21,7 +21,8 @@ where you want (DIR must be new or empty).
 
 Measured on the 2-core development machine while other jobs loaded it (load average 3-4), one torch
 thread: 73 s wall, 49 s CPU (so about 50 s on an idle machine); ensemble top-1 88-94 % over seeds 0-3
-against 68-79 % for the random-init encoder and 16.7 % chance.  Threads: :func:`pick_threads`.
+against 68-79 % for the random-init encoder and 16.7 % chance.  Threads:
+:func:`msclr.pipeline.training.cpu_tuning.pick_threads` (the idle cores), as ``msclr train``.
 """
 
 from __future__ import annotations
@@ -175,28 +176,6 @@ def random_init_baseline(cache: Path, config: Any, device: str, seed: int) -> di
     return out
 
 
-def pick_threads(requested: int | None = None) -> int:
-    """Torch intra-op threads for the demo: ``requested``, else the idle cores.
-
-    Idle cores = CPU count minus the 1-minute load average (rounded), between 1 and torch's default.
-    Oversubscribed OpenMP threads spin-wait: on the 2-core development machine under a load of ~5,
-    a pretraining step with 2 threads took 5-20 s against 0.5-0.7 s with 1 thread (measured).
-    """
-    import os
-
-    import torch
-
-    if requested is not None:
-        return max(1, int(requested))
-    default = torch.get_num_threads()
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # pragma: no cover - platforms without getloadavg
-        return default
-    idle = int((os.cpu_count() or 1) - load + 0.5)
-    return max(1, min(default, idle))
-
-
 def run_demo(out: str | Path | None = None, *, device: str = "cpu", seed: int = 0, size: DemoSize = FULL,
              progress: Progress | None = None, baseline: bool = True, threads: int | None = None) -> DemoResult:
     """Run the demo (see the module docstring); silent unless ``progress`` is given.
@@ -209,12 +188,18 @@ def run_demo(out: str | Path | None = None, *, device: str = "cpu", seed: int = 
         progress: :func:`msclr.pipeline.train.train_run`'s ``(event, info)`` callback; also gets ``stage``
             events with a ``message`` for the demo's own steps.
         baseline: also evaluate a random-init encoder.
-        threads: torch intra-op threads during the demo (restored afterwards); default :func:`pick_threads`.
+        threads: torch intra-op threads during the demo (restored afterwards); default: the idle cores
+            (:func:`msclr.pipeline.training.cpu_tuning.pick_threads`).
     """
     import torch
 
+    from msclr.pipeline.training.cpu_tuning import pick_threads
+
     previous = torch.get_num_threads()
-    torch.set_num_threads(pick_threads(threads))
+    count, reason = pick_threads(threads)
+    torch.set_num_threads(count)
+    if progress is not None:
+        progress("stage", {"message": f"{count} CPU thread{'s' if count > 1 else ''} ({reason}; --threads N to choose)"})
     try:
         return _run_demo(out, device, seed, size, progress, baseline)
     finally:
@@ -229,6 +214,7 @@ def _run_demo(out: str | Path | None, device: str, seed: int, size: DemoSize, pr
 
     t0 = time.perf_counter()
     say = (lambda msg: progress("stage", {"message": msg})) if progress else (lambda msg: None)
+    config = demo_config(size, seed)  # every option is checked before anything is written
     root = _prepare_out(out)
     cache_dir, run_dir = root / "cache", root / "run"
     stages: dict[str, float] = {}
@@ -236,7 +222,6 @@ def _run_demo(out: str | Path | None, device: str, seed: int, size: DemoSize, pr
         f"{' + '.join(CONVENTIONS)}) -> {cache_dir}")
     samples, splits = write_synthetic_cache(cache_dir, size, seed)
     stages["data"] = time.perf_counter() - t0
-    config = demo_config(size, seed)
     t = time.perf_counter()
     metrics = train_run(cache_dir, run_dir, config, device=device, progress=progress, tensorboard=False,
                         handle_sigint=False)
@@ -262,4 +247,4 @@ def _run_demo(out: str | Path | None, device: str, seed: int, size: DemoSize, pr
 
 
 __all__ = ["CONVENTIONS", "DemoSize", "FULL", "QUICK", "DemoResult", "write_synthetic_cache", "demo_config",
-           "random_init_baseline", "pick_threads", "run_demo"]
+           "random_init_baseline", "run_demo"]

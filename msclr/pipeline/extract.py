@@ -1,7 +1,7 @@
 """``msclr extract``: videos -> per-clip skeletons in a cache; resumable, crash-safe, shardable.
 
-Flow (:func:`extract_videos`): the videos are found, named (NTU names give the clip name and label)
-and sharded by :mod:`msclr.extractors.jobs`.  The cache is opened with ``segment_size=1``: every clip
+Flow (:func:`extract_videos`): the videos are found, named, labelled (``--labels`` list, NTU names or
+class folders; checked before anything is extracted) and sharded by :mod:`msclr.extractors.jobs`.  The cache is opened with ``segment_size=1``: every clip
 is committed atomically (temp file, fsync, rename) as soon as it is done, so after ``kill -9`` at any
 moment the cache stays readable and at most the in-flight clip is redone.  Clips already committed
 (any status) are skipped (``CacheWriter.done``); ``retry_failed`` re-extracts the failed ones, and the
@@ -16,6 +16,10 @@ recorded failure: ``"decode_error"`` / ``"empty"`` (not a video, damaged, zero b
 (truncated file, resized or repeated frames, people dropped) says so in its message.  Running out of
 disk space stops the run with one clean error.  When every clip name is an NTU name, the NTU class
 names and standard splits are stored in the cache.
+
+Into a cache with other conventions the run adds its conventions to the clips the cache holds, matched by
+clip name (:class:`~msclr.pipeline.cache.MergePlan`): videos whose clip the cache lacks, holds as a failure or
+labels differently are reported (:attr:`ExtractSummary.refused`), not extracted; the cache's splits are kept.
 
 Which extractors exist and what they produce: :mod:`msclr.extractors.registry`.  Library code is
 silent; pass an :class:`ExtractProgress` to observe it (the CLI draws rich bars).
@@ -33,11 +37,20 @@ import numpy as np
 
 from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.base import Extractor, FrameDetections
-from msclr.extractors.jobs import VideoJob, find_videos, ntu_metadata, plan_jobs, select_shard
+from msclr.extractors.jobs import VideoJob, find_videos, label_jobs, ntu_metadata, plan_jobs, select_shard
 from msclr.extractors.tracking import TrackerConfig, best_person, track_people
 from msclr.extractors.video import FrameReader, VideoDecodeError
 from msclr.files import pause_point
-from msclr.pipeline.cache import Cache, CacheWriter, Clip, ClipStatus, disk_error_reason
+from msclr.pipeline.cache import (
+    Cache,
+    CacheWriter,
+    Clip,
+    ClipStatus,
+    Decision,
+    MergePlan,
+    disk_error_reason,
+    read_manifest,
+)
 from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
@@ -61,6 +74,7 @@ class ExtractOptions:
         retry_failed: re-extract clips whose committed status is a failure.
         shard: ``(K, N)`` or None.
         tracker: association settings.
+        labels: ``--labels`` list file (mmaction2 ``path label`` lines or ``path,label`` CSV), or None.
     """
 
     batch_size: int = 16
@@ -71,6 +85,7 @@ class ExtractOptions:
     retry_failed: bool = False
     shard: tuple[int, int] | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    labels: str | Path | None = None
 
 
 class ExtractProgress:
@@ -114,12 +129,24 @@ class ExtractSummary:
         elapsed: seconds.
         frames: frames processed in this run.
         model_loaded: whether the pose model was loaded (False when everything was already done).
+        refused: videos not extracted because the cache cannot take them (status: the
+            :class:`~msclr.pipeline.cache.Decision`, message: why), in job order.
+        added: clips already in the cache that got this run's conventions.
+        complete: ok clips of the cache holding every convention of the cache after the run.
+        conventions: the cache's conventions after the run; new_conventions: those this run added.
+        label_source: where the labels came from (``"NTU names"``, ``"folders"``, ``"list FILE"``, ``"none"``).
     """
 
     rows: list[SummaryRow] = field(default_factory=list)
     elapsed: float = 0.0
     frames: int = 0
     model_loaded: bool = False
+    refused: list[SummaryRow] = field(default_factory=list)
+    added: int = 0
+    complete: int = 0
+    conventions: list[str] = field(default_factory=list)
+    new_conventions: list[str] = field(default_factory=list)
+    label_source: str = "none"
 
     def counts(self) -> dict[str, int]:
         """status -> number of selected videos (skipped ones counted by their stored status)."""
@@ -135,8 +162,10 @@ class ExtractSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every selected video has an ``ok`` clip, else 1."""
-        return 1 if self.failed else 0
+        """0 when every selected video has an ``ok`` clip (refused ones aside, unless their label differs from
+        the cache's), else 1."""
+        conflicts = any(r.status == Decision.LABEL_DIFFERS for r in self.refused)
+        return 1 if self.failed or conflicts else 0
 
 
 # -------------------------------------------------------------------- one video
@@ -176,7 +205,7 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
     ntu = job.ntu
     base = dict(
         name=job.name, source=str(job.path), extractor=extractor.name, model_id=extractor.model_id,
-        label=ntu.label if ntu else -1, subject=ntu.subject if ntu else -1, camera=ntu.camera if ntu else -1,
+        label=job.label, subject=ntu.subject if ntu else -1, camera=ntu.camera if ntu else -1,
         setup=ntu.setup if ntu else -1, replication=ntu.replication if ntu else -1,
     )
     skeletons = getattr(extractor, "skeletons", None) or {c: get_skeleton(c) for c in extractor.conventions}
@@ -215,25 +244,22 @@ def extract_video(job: VideoJob, extractor: Extractor, options: ExtractOptions,
 
 
 # ----------------------------------------------------------------------- the run
-def _split_done(jobs: Sequence[VideoJob], writer: CacheWriter, root: Path,
-                retry_failed: bool) -> tuple[list[VideoJob], dict[str, SummaryRow]]:
-    """``(jobs to process, rows of the jobs already committed and skipped)``."""
-    stored: dict[str, tuple[str, str]] = {}
-    if writer.done:
-        try:
-            stored = Cache(root).statuses()
-        except MsclrError:
-            pass
-    pending: list[VideoJob] = []
+def _split_done(jobs: Sequence[VideoJob], plan: MergePlan, retry_failed: bool
+                ) -> tuple[list[tuple[VideoJob, Decision]], dict[str, SummaryRow], list[SummaryRow]]:
+    """``(jobs to process with their decision, rows of the jobs skipped as done, rows of refused jobs)``."""
+    pending: list[tuple[VideoJob, Decision]] = []
     skipped: dict[str, SummaryRow] = {}
+    refused: list[SummaryRow] = []
     for job in jobs:
-        if job.name in writer.done:
-            status, message = stored.get(job.name, (ClipStatus.OK, ""))
-            if not (retry_failed and status != ClipStatus.OK):
-                skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
-                continue
-        pending.append(job)
-    return pending, skipped
+        decision, reason = plan.decide(job.name, job.label)
+        if decision.refused:
+            refused.append(SummaryRow(job.name, str(decision), 0, 0, 0.0, reason, skipped=True))
+        elif decision == Decision.DONE or (decision == Decision.RETRY and not retry_failed):
+            status, message = plan.status(job.name) or (ClipStatus.OK, "")
+            skipped[job.name] = SummaryRow(job.name, status, 0, 0, 0.0, message, skipped=True)
+        else:
+            pending.append((job, decision))
+    return pending, skipped, refused
 
 
 def _failure_clip(job: VideoJob, extractor: Extractor, err: Exception, consecutive: int) -> Clip:
@@ -250,18 +276,31 @@ def _failure_clip(job: VideoJob, extractor: Extractor, err: Exception, consecuti
                 model_id=extractor.model_id, status=ClipStatus.ERROR, message=detail)
 
 
-def _process(pending: Sequence[VideoJob], writer: CacheWriter, extractor_factory: Callable[[], Extractor],
-             opts: ExtractOptions, progress: ExtractProgress, summary: ExtractSummary,
-             rows: dict[str, SummaryRow]) -> None:
+def _commit(clip: Clip, decision: Decision, writer: CacheWriter, summary: ExtractSummary) -> str:
+    """Store a finished clip as its decision says; the message for its summary row."""
+    if decision != Decision.ADD:
+        writer.add(clip)  # segment_size=1: committed now
+        return clip.message
+    if clip.status != ClipStatus.OK:  # nothing to add; the clip's record in the cache stays as it is
+        return f"{clip.message} (nothing added to the cached clip)"
+    writer.add_poses(clip)
+    summary.added += 1
+    added = f"added {', '.join(clip.poses)} to the cached clip"
+    return f"{added}; {clip.message}" if clip.message else added
+
+
+def _process(pending: Sequence[tuple[VideoJob, Decision]], writer: CacheWriter,
+             extractor_factory: Callable[[], Extractor], opts: ExtractOptions, progress: ExtractProgress,
+             summary: ExtractSummary, rows: dict[str, SummaryRow]) -> None:
     """Extract and commit every pending job; the model is built before the first one and closed after."""
     extractor: Extractor | None = None
     consecutive_errors = 0
     try:
-        for job in pending:
+        for job, decision in pending:
             if extractor is None:
+                pause_point("model-load")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
                 extractor = extractor_factory()
                 summary.model_loaded = True
-                pause_point("model-loaded")  # test hook, inert unless $MSCLR_TEST_PAUSE is set
                 for line in extractor.describe():
                     log.info(line)
                     progress.message(line)
@@ -272,14 +311,40 @@ def _process(pending: Sequence[VideoJob], writer: CacheWriter, extractor_factory
             except Exception as err:  # noqa: BLE001 - recorded per video; KeyboardInterrupt passes
                 consecutive_errors += 1
                 clip = _failure_clip(job, extractor, err, consecutive_errors)
-            writer.add(clip)  # segment_size=1: committed now
+            message = _commit(clip, decision, writer, summary)
             seconds = time.perf_counter() - start
             summary.frames += clip.frames
-            rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, clip.message)
+            rows[job.name] = SummaryRow(job.name, clip.status, clip.frames, clip.persons, seconds, message)
             progress.video_finished(clip, seconds)
     finally:
         if extractor is not None:
             extractor.close()
+
+
+def _cache_classes(out: str | Path) -> list[str] | None:
+    """The class names of the cache at ``out`` (None: no cache yet, or none stored)."""
+    try:
+        return read_manifest(Path(out)).get("classes")
+    except MsclrError:
+        return None
+
+
+def _run(jobs: Sequence[VideoJob], all_jobs: Sequence[VideoJob], writer: CacheWriter,
+         extractor_factory: Callable[[], Extractor], opts: ExtractOptions, progress: ExtractProgress,
+         summary: ExtractSummary, rows: dict[str, SummaryRow]) -> None:
+    """Plan every job against the cache, store the NTU splits the cache lacks, extract the pending jobs."""
+    cache = Cache(writer.root)
+    plan = MergePlan(cache, writer.conventions)
+    _, splits = ntu_metadata(all_jobs)
+    if splits:
+        stored = cache.splits if not plan.full else {}
+        splits = {k: v for k, v in splits.items() if k not in stored}
+        if splits:
+            writer.set_splits(splits)
+    pending, skipped, summary.refused = _split_done(jobs, plan, opts.retry_failed)
+    progress.run_started(len(pending), len(skipped), 0)
+    rows.update(skipped)
+    _process(pending, writer, extractor_factory, opts, progress, summary, rows)
 
 
 def extract_videos(
@@ -294,10 +359,10 @@ def extract_videos(
 
     Args:
         inputs: video files and folders.
-        out: cache directory (created when missing).
+        out: cache directory (created when missing, or extended with ``conventions``).
         extractor_factory: builds the extractor; called once, only if some video needs extraction
             (:func:`msclr.extractors.registry.extractor_factory` makes one).
-        conventions: the skeletons the extractor produces (the cache's conventions).
+        conventions: the skeletons the extractor produces (the cache's conventions, or added to them).
         options: :class:`ExtractOptions`.
         progress: observer.
 
@@ -309,25 +374,25 @@ def extract_videos(
             :data:`MAX_CONSECUTIVE_ERRORS` videos in a row failed inside the extractor, or the cache
             cannot be written for lack of space (full disk, quota, file-size limit: the committed clips
             stay readable, the failed segment leaves no file, and a rerun resumes).
+        MsclrError: a problem with the labels (list file, class names), found before anything is extracted.
         CacheError: ``out`` is not a compatible cache.
     """
     opts = options or ExtractOptions()
     progress = progress or ExtractProgress()
     t0 = time.perf_counter()
-    all_jobs = plan_jobs(find_videos(inputs))
+    inputs = list(inputs)
+    all_jobs, classes, label_source = label_jobs(plan_jobs(find_videos(inputs)), inputs, opts.labels,
+                                                 _cache_classes(out))
     jobs, writer_id = select_shard(all_jobs, opts.shard)
-    classes, splits = ntu_metadata(all_jobs)
-    summary = ExtractSummary()
+    summary = ExtractSummary(label_source=label_source)
+    before = _cache_conventions(out)
     rows: dict[str, SummaryRow] = {}
     try:
         with CacheWriter(out, list(conventions), max_persons=opts.max_persons, classes=classes,
-                         writer_id=writer_id, segment_size=1) as writer:
-            if splits:
-                writer.set_splits(splits)
-            pending, skipped = _split_done(jobs, writer, Path(out), opts.retry_failed)
-            progress.run_started(len(pending), len(skipped), 0)
-            rows.update(skipped)
-            _process(pending, writer, extractor_factory, opts, progress, summary, rows)
+                         writer_id=writer_id, segment_size=1, extend=True) as writer:
+            summary.conventions = list(writer.skeletons)
+            summary.new_conventions = [c for c in writer.skeletons if before and c not in before]
+            _run(jobs, all_jobs, writer, extractor_factory, opts, progress, summary, rows)
     except (OSError, CacheError) as err:
         reason = disk_error_reason(err)
         if reason is None:
@@ -339,8 +404,17 @@ def extract_videos(
             "to a bigger disk), then rerun the same command: it resumes where this run stopped"
         ) from err
     summary.rows = [rows[j.name] for j in jobs if j.name in rows]
+    summary.complete = len(Cache(out).names_with())
     summary.elapsed = time.perf_counter() - t0
     return summary
+
+
+def _cache_conventions(out: str | Path) -> list[str]:
+    """The conventions of the cache at ``out`` ([] when it is not a cache yet)."""
+    try:
+        return list(read_manifest(Path(out))["skeletons"])
+    except MsclrError:
+        return []
 
 
 __all__ = ["FAILURE_STATUSES", "MAX_CONSECUTIVE_ERRORS", "ExtractOptions", "ExtractProgress", "ExtractSummary",

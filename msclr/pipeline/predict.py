@@ -1,17 +1,24 @@
 """``msclr predict``: named actions for one clip, from a finished training run.
 
-Two entry points share one path:
+The entry points share one path:
 
 - :func:`predict_skeletons` takes poses already in memory (convention -> ``(T, M, V, 3)`` metres,
   Kinect camera axes, as in the cache) and returns a :class:`Prediction`;
+- :func:`predict_stored` classifies a clip stored as skeletons, no video needed: a cache clip
+  (``msclr predict --from-cache CACHE --clip NAME``) or a pyskl annotation pickle's sample
+  (``--from-pyskl FILE --clip NAME``); the way to use a run whose conventions no extractor produces
+  (a user-defined skeleton, NTU's Kinect ``kinect_v1_20``);
 - :func:`predict_video` extracts every convention the run needs from a video in ONE extractor pass
   (:func:`msclr.pipeline.extract.extract_video`, the code path of ``msclr extract``, with the run's
   person slots M), then calls :func:`predict_skeletons`, and optionally renders the clip with the
   skeletons and the top label (:mod:`msclr.pipeline.render`).
 
 Prediction = training's preprocessing (``run.json["preprocessing"]``: length, centring, y-rotation,
-valid-frame rule) -> every stream's frozen encoder -> one linear classifier per convention ->
-:meth:`TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion).
+valid-frame rule) -> every stream's encoder -> one linear classifier per convention ->
+:meth:`TrainedRun.scores` (skeleton ensemble per stream, then 3-stream fusion), with the weights of one
+evaluation protocol of the run: the fine-tuned model when the run has one, else linear evaluation's
+(``protocol=`` / ``--protocol`` to choose; :func:`msclr.pipeline.trained.choose_protocol`).  The loading
+itself (:class:`TrainedRun`, :func:`load_run`, :func:`open_run`) lives in :mod:`msclr.pipeline.trained`.
 
 **Displayed probabilities** sum to 1 in both ensemble modes (:func:`_display_probabilities`).
 
@@ -43,143 +50,16 @@ from typing import Any
 
 import numpy as np
 
-from msclr.errors import CheckpointError, ExtractionError, MsclrError
+from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.registry import SERVED_BY, serving_plan, substitute_compatible
 from msclr.pipeline.cache import ClipStatus
-from msclr.pipeline.rundir import RunFolder, RunInfo, RunStatus
+from msclr.pipeline.rundir import RunInfo
+from msclr.pipeline.trained import TrainedRun, choose_protocol, load_run, open_run
 from msclr.skeletons import Skeleton
 
 
 class NoPersonError(MsclrError):
     """The clip shows nobody (no frame with a usable person)."""
-
-
-# ----------------------------------------------------------------------------- the trained network
-@dataclass
-class TrainedRun:
-    """A finished run loaded for inference.
-
-    Attributes:
-        info: the run's description (:class:`msclr.pipeline.rundir.RunInfo`; a ``run.json`` mapping given
-            here is validated and typed).
-        skeletons: convention -> definition (from the run, so user skeletons work without the registry).
-        encoders: stream -> frozen :class:`msclr.models.stgcn.MultiSkeletonSTGCN` in eval mode.
-        classifiers: stream -> convention -> ``torch.nn.Linear``.
-    """
-
-    info: RunInfo
-    skeletons: dict[str, Skeleton]
-    encoders: dict[str, Any]
-    classifiers: dict[str, dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.info = RunInfo.from_dict(self.info)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.info.classes)
-
-    def logits(self, inputs: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-        """Per-stream, per-convention logits of preprocessed clips.
-
-        Args:
-            inputs: convention -> (N, 3, T, V, M) float32 array/tensor, preprocessed like the training data
-                (:func:`msclr.pipeline.preprocess.preprocess_clip` with ``info.preprocessing``).
-                Conventions the run does not know are ignored; at least one must be known.
-
-        Returns:
-            stream -> convention -> (N, C) float32 logits.
-        """
-        import torch
-
-        from msclr.models.build import encoder_features
-
-        known = [c for c in inputs if c in self.skeletons]
-        if not known:
-            raise MsclrError(f"none of the conventions {list(inputs)} was trained in this run "
-                             f"({', '.join(self.skeletons)}).")
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for stream, encoder in self.encoders.items():
-            device = next(encoder.parameters()).device
-            out[stream] = {}
-            for conv in known:
-                x = torch.as_tensor(np.asarray(inputs[conv], dtype=np.float32)).to(device)
-                with torch.no_grad():
-                    feats = encoder_features(encoder, x, self.skeletons[conv], stream)
-                    out[stream][conv] = self.classifiers[stream][conv](feats).float().cpu().numpy()
-        return out
-
-    def scores(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Logits, per-stream skeleton-ensemble scores and the fused score (all streams) for prediction.
-
-        Returns:
-            ``{"logits": stream -> conv -> (N, C), "streams": stream -> (N, C) ensemble score,
-            "final": (N, C)}``; scores are probabilities in softmax mode (the run's ``ensemble_mode`` /
-            ``fusion.mode``), averaged logits in logits mode.
-        """
-        from msclr.models.fusion import ensemble_scores, fuse_streams
-
-        logits = self.logits(inputs)
-        streams = {s: ensemble_scores(v, self.info.ensemble_mode) for s, v in logits.items()}
-        if len(streams) > 1:
-            fusion = self.info.fusion
-            final = fuse_streams({s: ensemble_scores(logits[s], fusion.mode) for s in streams},
-                                 fusion.weights, already=fusion.mode)
-        else:
-            final = next(iter(streams.values()))
-        return {"logits": logits, "streams": streams, "final": final}
-
-
-def load_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
-    """Load a run folder's ``run.json`` and ``model.pt`` (``weights_only=True``) and rebuild the frozen
-    encoders and classifiers (see :func:`open_run` for the checks made before)."""
-    import torch
-
-    from msclr.models.build import build_encoder
-    from msclr.pipeline.config import config_from_dict
-
-    folder = RunFolder(run)
-    info = folder.read_info()
-    model = folder.read_model()
-    skeletons = {name: Skeleton.from_dict(d, origin=f"{run}/model.pt") for name, d in model.skeletons.items()}
-    model_cfg = config_from_dict({"model": model.model_config}).model
-    encoders, classifiers = {}, {}
-    for stream, weights in model.streams.items():
-        enc = build_encoder([skeletons[c] for c in model.conventions], model_cfg, head="mlp")
-        enc.load_state_dict(weights.encoder)
-        encoders[stream] = enc.to(device).eval()
-        classifiers[stream] = {}
-        for conv, wb in weights.classifiers.items():
-            fc = torch.nn.Linear(wb["weight"].shape[1], wb["weight"].shape[0])
-            fc.load_state_dict({"weight": wb["weight"], "bias": wb["bias"]})
-            classifiers[stream][conv] = fc.to(device).eval()
-    return TrainedRun(info, skeletons, encoders, classifiers)
-
-
-def open_run(run: str | Path, *, device: str = "cpu") -> TrainedRun:
-    """Load a FINISHED run for prediction (:func:`load_run` after checks).
-
-    Raises:
-        CheckpointError: the folder is missing, is not an msclr run, is not finished (status
-            "running": training was interrupted), has no ``model.pt``, or ``model.pt`` is not a
-            pickle-free msclr checkpoint (refused before anything in it is executed).
-    """
-    folder = RunFolder(run)
-    if not folder.root.exists():
-        raise CheckpointError(f"model folder {folder.root} does not exist; pass the --out folder of `msclr train` "
-                              "(e.g. --model run/).")
-    if not folder.root.is_dir():
-        raise CheckpointError(f"--model {folder.root} is a file; pass the run FOLDER written by `msclr train` "
-                              "(the one holding run.json and model.pt).")
-    info = folder.read_info()
-    if info.status != RunStatus.COMPLETE:
-        raise CheckpointError(f"{folder.root} is not a finished run (status {info.status!r}): training stopped "
-                              f"before the linear evaluation wrote model.pt. Finish it with `msclr train {info.cache} "
-                              f"--out {folder.root} --resume`.")
-    if not folder.model.is_file():
-        raise CheckpointError(f"{folder.root}/model.pt is missing although run.json says the run is complete; copy "
-                              "the whole run folder, or retrain.")
-    return load_run(folder.root, device=device)
 
 
 # ----------------------------------------------------------------------------- result
@@ -197,9 +77,10 @@ class Prediction:
         per_model: stream -> convention -> that single classifier's top-1 (class, label, probability).
         frames: frames of the clip (T before resampling); persons: person slots that hold someone.
         max_persons: M the run uses.
-        extractor, model_id, source, fps: provenance (empty / NaN when predicting from skeletons).
+        extractor, model_id, source, fps: provenance (empty / NaN when unknown, e.g. from skeletons in memory).
         render: path of the rendered video, if any.
         notes: remarks (substitutions, guesses).
+        protocol: the evaluation protocol whose model classified the clip; protocols: every one the run has.
     """
 
     classes: list[str]
@@ -219,6 +100,8 @@ class Prediction:
     fps: float = math.nan
     render: str | None = None
     notes: list[str] = field(default_factory=list)
+    protocol: str = ""
+    protocols: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> int:
@@ -233,7 +116,8 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what ``msclr predict --json`` prints)."""
         return {
-            "clip": self.source or None, "model": self.run, "top_k": self.top, "score": self.score,
+            "clip": self.source or None, "model": self.run, "protocol": self.protocol or None,
+            "protocols": self.protocols, "top_k": self.top, "score": self.score,
             "conventions": self.conventions, "streams": self.streams, "per_model": self.per_model,
             "extractor": self.extractor or None, "pose_model": self.model_id or None, "frames": self.frames,
             "fps": self.fps if math.isfinite(self.fps) else None, "persons": self.persons,
@@ -266,7 +150,7 @@ def _resolve_inputs(model_convs: Sequence[str], skeletons: Mapping[str, Skeleton
 
 
 def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, np.ndarray], *, top_k: int = 5,
-                      device: str = "cpu") -> Prediction:
+                      device: str = "cpu", protocol: str | None = None) -> Prediction:
     """Classify one clip given as skeletons.
 
     Args:
@@ -278,6 +162,8 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
             person axis is cut or zero-padded to the run's M.
         top_k: classes to return (at most the number of classes).
         device: ``cpu`` / ``cuda`` when ``run`` is a path.
+        protocol: the run's protocol to predict with when ``run`` is a path (default: the fine-tuned model
+            when there is one, see :func:`msclr.pipeline.trained.choose_protocol`).
 
     Returns:
         a :class:`Prediction` (``frames`` = T; provenance fields empty).
@@ -288,7 +174,7 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
     """
     from msclr.models.fusion import softmax
 
-    trained = open_run(run, device=device) if isinstance(run, str | Path) else run
+    trained = open_run(run, device=device, protocol=protocol) if isinstance(run, str | Path) else run
     info = trained.info
     model_convs = list(info.conventions)
     used = _resolve_inputs(model_convs, trained.skeletons, poses_by_convention)
@@ -315,7 +201,8 @@ def predict_skeletons(run: str | Path | Any, poses_by_convention: Mapping[str, n
     return Prediction(classes=classes, probabilities=probs, top=top, score=score, conventions=used,
                       streams=streams, per_model=per_model, frames=frames, persons=persons,
                       max_persons=info.preprocessing.max_persons,
-                      run=str(run) if isinstance(run, str | Path) else "", notes=notes)
+                      run=str(run) if isinstance(run, str | Path) else "", notes=notes, protocol=trained.protocol,
+                      protocols=list(trained.protocols) or [trained.protocol])
 
 
 def _model_inputs(trained: TrainedRun, used: Mapping[str, str], poses_by_convention: Mapping[str, np.ndarray],
@@ -377,6 +264,86 @@ def _display_probabilities(info: RunInfo, streams: list[str], final: np.ndarray,
     return final, how + ("mean of the classifiers' softmax probabilities" if several else "softmax probabilities")
 
 
+# ----------------------------------------------------------------------------- from stored skeletons
+def _cache_clip(cache_path: str | Path, clip: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Poses (every convention the clip holds) and provenance of one cache clip."""
+    from msclr.pipeline.cache import Cache
+    from msclr.pipeline.config import closest
+
+    cache = Cache(cache_path)
+    if clip not in cache:
+        raise CacheError(f"clip {clip!r} is not in cache {cache.root}{closest(clip, cache.names)}; `msclr info "
+                         f"{cache.root}` summarises its {len(cache.names)} usable clips.")
+    conventions = cache.conventions_of(clip)
+    if not conventions:
+        status, message = cache.statuses()[clip]
+        raise CacheError(f"clip {clip!r} of cache {cache.root} has no poses (status {status}: {message}).")
+    meta = cache.metadata([clip])
+    poses = {c: cache.poses(c, [clip])[0] for c in conventions}
+    return poses, {"label": int(meta["label"][0]), "fps": float(meta["fps"][0]), "where": f"cache {cache.root}",
+                   "extractor": str(meta["extractor"][0]), "model_id": str(meta["model_id"][0])}
+
+
+def _pyskl_clip(path: str | Path, clip: str, trained: TrainedRun, skeleton: str | None,
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Poses and provenance of one sample of a pyskl annotation pickle, read as ``skeleton`` (default: the first
+    of the run's conventions the file's keypoints fit)."""
+    from msclr.errors import ImportFormatError
+    from msclr.pipeline.config import closest
+    from msclr.pipeline.datasets.pyskl import annotation_to_clip, read_annotations
+    from msclr.skeletons import get_skeleton
+
+    candidates = [get_skeleton(skeleton)] if skeleton else list(trained.skeletons.values())
+    problems = []
+    for skel in candidates:
+        try:
+            annotations = read_annotations(path, skel)
+        except ImportFormatError as err:
+            problems.append(str(err))
+            continue
+        found = {a.frame_dir: a for a in annotations.annotations}
+        if clip not in found:
+            raise MsclrError(f"{path} has no sample {clip!r}{closest(clip, found)} ({len(found)} samples).")
+        record = annotation_to_clip(found[clip], convention=skel.name,
+                                    max_persons=trained.info.preprocessing.max_persons)
+        return record.poses, {"label": int(record.label), "fps": float(record.fps), "where": f"pyskl file {path}",
+                              "extractor": "import-pyskl", "model_id": ""}
+    raise MsclrError(f"the keypoints of {path} fit none of {', '.join(s.name for s in candidates)} "
+                     f"({problems[0] if problems else 'no convention'}); name their convention with --skeleton.")
+
+
+def predict_stored(run: str | Path | Any, clip: str, *, cache: str | Path | None = None,
+                   pyskl: str | Path | None = None, skeleton: str | None = None, top_k: int = 5,
+                   device: str = "cpu", protocol: str | None = None) -> Prediction:
+    """Classify one clip stored as skeletons, without a video: a clip of a cache, or a sample of a pyskl /
+    mmaction2 annotation pickle (read with :func:`msclr.pipeline.datasets.pyskl.read_annotations`).
+
+    Args:
+        run: a run folder, or a :class:`TrainedRun`.
+        clip: the clip name (cache) or ``frame_dir`` (pyskl).
+        cache / pyskl: where the clip is (exactly one).
+        skeleton: the convention of the pyskl keypoints (name or skeleton file; default: the first of the
+            run's conventions the file fits).
+        top_k, device, protocol: see :func:`predict_skeletons`.
+
+    Raises:
+        CacheError / MsclrError: no such clip (the closest name suggested) or no poses;
+        ImportFormatError: an unreadable pickle.
+    """
+    if (cache is None) == (pyskl is None):
+        raise MsclrError("give exactly one of a cache (--from-cache) and a pyskl file (--from-pyskl).")
+    trained = open_run(run, device=device, protocol=protocol) if isinstance(run, str | Path) else run
+    poses, meta = _cache_clip(cache, clip) if cache is not None else _pyskl_clip(pyskl, clip, trained, skeleton)  # type: ignore[arg-type]
+    prediction = predict_skeletons(trained, poses, top_k=top_k, device=device)
+    prediction.run = str(run) if isinstance(run, str | Path) else ""
+    prediction.source, prediction.fps = clip, meta["fps"]
+    prediction.extractor, prediction.model_id = meta["extractor"], meta["model_id"]
+    prediction.notes.insert(0, f"skeletons read from {meta['where']}")
+    if 0 <= meta["label"] < len(trained.classes):
+        prediction.notes.append(f"stored label: {trained.classes[meta['label']]} ({meta['label']})")
+    return prediction
+
+
 # ----------------------------------------------------------------------------- from a video
 ExtractorFactory = Callable[[Sequence[Skeleton], int], Any]
 """``(skeletons to extract, person slots M) -> extractor`` (see :mod:`msclr.extractors.base`); the default
@@ -419,7 +386,7 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
                   pose_model: str | None = None, top_k: int = 5, device: str = "cpu",
                   render: str | Path | None = None, batch_size: int = 16,
                   extractor_factory: ExtractorFactory | None = None, progress: Any = None, verbose: bool = False,
-                  render_progress: Callable[[int, int], None] | None = None) -> Prediction:
+                  render_progress: Callable[[int, int], None] | None = None, protocol: str | None = None) -> Prediction:
     """Extract the run's conventions from ``video`` in one pass, classify, optionally render.
 
     Args:
@@ -427,7 +394,7 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
         run: run folder or loaded :class:`TrainedRun`.
         extractor: ``metrabs`` or ``mediapipe`` (decides what can be produced: :func:`serving_plan`).
         pose_model: MeTRAbs SavedModel URL or directory (default: ``msclr extract``'s).
-        top_k, device: see :func:`predict_skeletons`.
+        top_k, device, protocol: see :func:`predict_skeletons`.
         render: write the clip with skeletons and the top label to this ``.mp4`` / ``.avi`` file.
         batch_size: frames per extractor call.
         extractor_factory: build the extractor yourself (tests); default: the ``extractor`` kind with
@@ -443,12 +410,12 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
         CheckpointError: see :func:`open_run`.
     """
     from msclr.pipeline.extract import ExtractOptions
-    from msclr.skeletons import get_skeleton
+    from msclr.skeletons import SKELETONS, get_skeleton
 
     path = Path(video)
     if not path.is_file():
         raise ExtractionError(f"clip {path} does not exist or is not a file; check the path.")
-    trained = open_run(run, device=device) if isinstance(run, str | Path) else run
+    trained = open_run(run, device=device, protocol=protocol) if isinstance(run, str | Path) else run
     plan = serving_plan(list(trained.info.conventions), extractor)
     render_path = None
     if render is not None:
@@ -462,7 +429,13 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
             wanted[source] = trained.skeletons[conv] if source == conv else get_skeleton(source)
     if extractor_factory is None:
         extractor_factory = _registry_factory(extractor, pose_model, record_2d=render is not None, verbose=verbose)
-    ext = extractor_factory(list(wanted.values()), m)
+    try:
+        ext = extractor_factory(list(wanted.values()), m)
+    except ExtractionError as err:  # e.g. a user-defined convention the pose model does not hold
+        user = [c for c in plan if c not in SKELETONS]
+        raise ExtractionError(f"{err}" + (f" ({', '.join(user)}: user-defined; classify stored skeletons instead: "
+                                          "msclr predict --model RUN --from-cache CACHE --clip NAME)" if user else "")
+                              ) from None
     clip = _extract_one(path, ext, ExtractOptions(batch_size=batch_size, max_persons=m), progress)
     prediction = predict_skeletons(trained, {source: clip.poses[source] for source in set(plan.values())},
                                    top_k=top_k, device=device)
@@ -486,5 +459,5 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     return prediction
 
 
-__all__ = ["NoPersonError", "Prediction", "TrainedRun", "load_run", "open_run", "predict_skeletons",
-           "predict_video"]
+__all__ = ["NoPersonError", "Prediction", "TrainedRun", "choose_protocol", "load_run", "open_run",
+           "predict_skeletons", "predict_stored", "predict_video"]

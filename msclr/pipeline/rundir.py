@@ -2,24 +2,30 @@
 
 Layout of ``RUN/``::
 
-    run.json               RunInfo: conventions, streams, preprocessing, classes, model sizes, ensemble /
-                           fusion modes, split, cache, status ("running" -> "complete")
+    run.json               RunInfo: conventions, streams, protocols, preprocessing, classes, model sizes,
+                           ensemble / fusion modes, split, cache, status ("running" -> "complete", or
+                           "interrupted" after Ctrl-C)
     config.toml            the resolved configuration (reusable: msclr train ... --config RUN/config.toml)
     config.json            the same as JSON
     classes.txt            class names, one per line, label order
     skeletons/NAME.json    each convention's full definition (user-defined ones included)
     streams/STREAM/checkpoints/last.pt   pretraining state (resume)
+    split/train.txt, split/test.txt   clip names of an automatic split (made when the cache had none)
+    protocols/TAG/train_clips.txt     the labelled clips a ``semi:P`` protocol used (TAG = semi_0.1)
     model.pt               ModelFile: the network (conventions, skeleton definitions, model sizes) and its
-                           weights, per stream the encoder and one linear classifier per convention
-    metrics.json           accuracy per stream x convention, skeleton ensemble, 3-stream fusion; per class
-    test_scores.npz        test logits per stream/convention + labels + clip names (re-fusion offline)
-    report/*.png           confusion matrices (OpenCV)
+                           weights: per protocol and stream, the encoder and one linear classifier per
+                           convention; per stream the pretrained encoder (``--init`` of another run)
+    metrics.json           accuracy per stream x convention, skeleton ensemble, 3-stream fusion; per class.
+                           The linear protocol at the top level, other protocols under "protocols"
+    test_scores.npz        test logits per stream/convention + labels + clip names (re-fusion offline);
+                           other protocols as TAG__STREAM__CONVENTION
+    report/*.png           confusion matrices (OpenCV; other protocols' names start with their TAG)
     tensorboard/           TensorBoard event files (when the ``tensorboard`` package is installed)
 
 ``run.json`` says *how* to use the network (preprocessing, class names, ensemble and fusion modes);
 ``model.pt`` holds only what rebuilds the network, so nothing is stored twice.  Every file is written
-atomically; ``run.json`` is written first with status "running" and rewritten as "complete" at the end,
-so a crashed run is recognisable and ``--resume`` continues it.  ``model.pt`` loads with
+atomically; ``run.json`` is written first with status "running" and rewritten as "complete" at the end
+("interrupted" when Ctrl-C stopped it), so a crashed run is recognisable and ``--resume`` continues it.  ``model.pt`` loads with
 ``torch.load(weights_only=True)``: a file carrying pickled objects is refused before anything in it runs.
 """
 
@@ -50,6 +56,7 @@ class RunStatus(StrEnum):
 
     RUNNING = "running"
     COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
 
 
 def _json(data: Any) -> str:
@@ -94,12 +101,16 @@ class Fusion:
 
 @dataclass(frozen=True)
 class SplitInfo:
-    """The cache split a run was trained (``train``) and evaluated (``test``) on, with clip counts."""
+    """The cache split a run was trained (``train``) and evaluated (``test``) on, with clip counts.
+
+    ``automatic``: the cache had no split and training made a stratified one (names in ``RUN/split/``).
+    """
 
     train: str
     test: str
     train_clips: int
     test_clips: int
+    automatic: bool = False
 
 
 RUN_FILES = {"model": "model.pt", "metrics": "metrics.json", "config": "config.toml",
@@ -125,7 +136,8 @@ class RunInfo(Mapping[str, Any]):
         skeletons: convention -> definition (``Skeleton.to_dict()``).
         config: the resolved configuration as a dict.
         cache: absolute path of the cache trained on.
-        status: ``running`` or ``complete``.
+        protocols: evaluation protocols of the run (``linear``, ``finetune``, ``semi:P``, ``scratch``).
+        status: ``running``, ``complete`` or ``interrupted``.
     """
 
     conventions: list[str]
@@ -139,6 +151,7 @@ class RunInfo(Mapping[str, Any]):
     skeletons: dict[str, dict[str, Any]]
     config: dict[str, Any]
     cache: str
+    protocols: list[str] = field(default_factory=lambda: ["linear"])
     status: str = RunStatus.RUNNING.value
     created: str = field(default_factory=_now)
     finished: str | None = None
@@ -150,6 +163,7 @@ class RunInfo(Mapping[str, Any]):
             "format": RUN_FORMAT, "version": RUN_VERSION, "msclr_version": self.msclr_version,
             "status": self.status, "created": self.created, "cache": self.cache,
             "conventions": list(self.conventions), "streams": list(self.streams),
+            "protocols": list(self.protocols),
             "preprocessing": asdict(self.preprocessing), "classes": list(self.classes),
             "num_classes": len(self.classes), "split": asdict(self.split), "model": dict(self.model),
             "ensemble_mode": self.ensemble_mode, "fusion": asdict(self.fusion), "skeletons": dict(self.skeletons),
@@ -181,7 +195,7 @@ class RunInfo(Mapping[str, Any]):
                 split=SplitInfo(**data["split"]), model=dict(data["model"]),
                 ensemble_mode=str(data["ensemble_mode"]), fusion=Fusion(**data["fusion"]),
                 skeletons=dict(data["skeletons"]), config=dict(data["config"]), cache=str(data["cache"]),
-                status=str(data["status"]), created=str(data["created"]), finished=data.get("finished"),
+                protocols=list(data.get("protocols", ["linear"])), status=str(data["status"]), created=str(data["created"]), finished=data.get("finished"),
                 msclr_version=str(data["msclr_version"]),
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -193,6 +207,12 @@ class RunInfo(Mapping[str, Any]):
         from dataclasses import replace
 
         return replace(self, status=RunStatus.COMPLETE.value, finished=_now())
+
+    def interrupted(self) -> RunInfo:
+        """This description with status ``interrupted`` (Ctrl-C; ``--resume`` continues it)."""
+        from dataclasses import replace
+
+        return replace(self, status=RunStatus.INTERRUPTED.value)
 
     # read-only mapping view of the JSON object
     def __getitem__(self, key: str) -> Any:
@@ -215,36 +235,54 @@ class StreamWeights:
     classifiers: dict[str, dict[str, Any]]
 
 
+DEFAULT_PROTOCOL = "linear"
+"""The protocol of model files written before protocols existed (their weights are linear evaluation's)."""
+
+
 @dataclass
 class ModelFile:
-    """``model.pt``: what rebuilds the trained network.
+    """``model.pt``: what rebuilds the trained network, for every evaluation protocol of the run.
 
     Attributes:
         conventions: skeleton conventions, in the encoder's order.
         skeletons: convention -> definition (``Skeleton.to_dict()``), so user skeletons need no registry.
         model_config: the ``[model]`` configuration as a dict (channel widths, dropout, input norm, ...).
-        streams: stream -> :class:`StreamWeights`.
+        protocols: protocol (``linear``, ``finetune``, ``semi:0.1``, ``scratch``) -> stream ->
+            :class:`StreamWeights`.  ``linear``'s encoders are the pretrained ones (frozen).
+        pretrained: stream -> the pretrained encoder's ``state_dict`` (what ``--init`` starts another run from;
+            empty when nothing was pretrained, e.g. a ``scratch``-only run).  Tensors it shares with
+            ``linear``'s encoders are stored once.
     """
 
     conventions: list[str]
     skeletons: dict[str, dict[str, Any]]
     model_config: dict[str, Any]
-    streams: dict[str, StreamWeights]
+    protocols: dict[str, dict[str, StreamWeights]]
+    pretrained: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_state(self) -> dict[str, Any]:
         """The checkpoint payload (plain types and tensors only)."""
         return {"conventions": list(self.conventions), "skeletons": dict(self.skeletons),
                 "model_config": dict(self.model_config),
-                "streams": {s: {"encoder": w.encoder, "classifiers": w.classifiers} for s, w in self.streams.items()}}
+                "protocols": {p: {s: {"encoder": w.encoder, "classifiers": w.classifiers} for s, w in streams.items()}
+                              for p, streams in self.protocols.items()},
+                "pretrained": dict(self.pretrained)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, origin: str = "model.pt") -> ModelFile:
-        """Type a loaded checkpoint payload; :class:`CheckpointError` names a missing part."""
+        """Type a loaded checkpoint payload; :class:`CheckpointError` names a missing part.  A payload written
+        before protocols existed (``streams`` at the top) reads as the ``linear`` protocol."""
         try:
+            if "protocols" in state:
+                protocols = {p: {s: StreamWeights(dict(w["encoder"]), dict(w["classifiers"])) for s, w in streams.items()}
+                             for p, streams in state["protocols"].items()}
+                pretrained = {s: dict(e) for s, e in state.get("pretrained", {}).items()}
+            else:
+                streams = {s: StreamWeights(dict(p["encoder"]), dict(p["classifiers"])) for s, p in state["streams"].items()}
+                protocols = {DEFAULT_PROTOCOL: streams}
+                pretrained = {s: w.encoder for s, w in streams.items()}
             return cls(conventions=list(state["conventions"]), skeletons=dict(state["skeletons"]),
-                       model_config=dict(state["model_config"]),
-                       streams={s: StreamWeights(dict(p["encoder"]), dict(p["classifiers"]))
-                                for s, p in state["streams"].items()})
+                       model_config=dict(state["model_config"]), protocols=protocols, pretrained=pretrained)
         except (KeyError, TypeError, AttributeError) as err:
             raise CheckpointError(f"{origin} is incomplete ({type(err).__name__}: {err}); retrain the run.") from None
 
@@ -302,6 +340,14 @@ class RunFolder:
     def stream_dir(self, stream: str) -> Path:
         return self.root / "streams" / stream
 
+    def split_names(self, side: str) -> Path:
+        """``split/train.txt`` or ``split/test.txt``: the clip names of an automatic split."""
+        return self.root / "split" / f"{side}.txt"
+
+    def protocol_clips(self, tag: str) -> Path:
+        """``protocols/TAG/train_clips.txt``: the labelled clips a protocol trained on (``semi:P``)."""
+        return self.root / "protocols" / tag / "train_clips.txt"
+
     # reading
     def read_info(self) -> RunInfo:
         """``run.json``; :class:`CheckpointError` if this is not a run folder."""
@@ -349,11 +395,22 @@ class RunFolder:
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         atomic_write_text(self.metrics, _json(metrics))
 
+    def write_names(self, path: Path, names: list[str]) -> None:
+        """A list of clip names, one per line (:meth:`split_names`, :meth:`protocol_clips`)."""
+        atomic_write_text(path, "".join(f"{n}\n" for n in names))
+
+    def read_names(self, path: Path) -> list[str] | None:
+        """The names written by :meth:`write_names`, or None when the file does not exist."""
+        if not path.is_file():
+            return None
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
     def write_report_json(self, name: str, data: Any) -> None:
         atomic_write_text(self.report / name, _json(data))
 
     def write_scores(self, labels: np.ndarray, names: list[str], logits: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """``test_scores.npz``: ``labels``, ``names`` and one ``STREAM__CONVENTION`` array of (N, C) logits each."""
+        """``test_scores.npz``: ``labels``, ``names`` and one (N, C) logits array per ``KEY__CONVENTION``, KEY
+        being the stream (linear protocol) or ``TAG__STREAM`` (other protocols)."""
         buffer = io.BytesIO()
         arrays = {f"{s}__{c}": v for s, d in logits.items() for c, v in d.items()}
         np.savez(buffer, labels=labels, names=np.asarray(names), **arrays)
@@ -370,5 +427,5 @@ def read_metrics(run: str | Path) -> dict[str, Any]:
     return RunFolder(run).read_metrics()
 
 
-__all__ = ["RUN_FORMAT", "RUN_VERSION", "RunStatus", "Preprocessing", "Fusion", "SplitInfo", "RunInfo",
+__all__ = ["RUN_FORMAT", "RUN_VERSION", "DEFAULT_PROTOCOL", "RunStatus", "Preprocessing", "Fusion", "SplitInfo", "RunInfo",
            "StreamWeights", "ModelFile", "RunFolder", "read_run_info", "read_metrics"]

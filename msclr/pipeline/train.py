@@ -1,36 +1,32 @@
-"""``msclr train``: pretrain every stream, then linear evaluation, skeleton ensemble and stream fusion.
+"""``msclr train``: pretrain every stream, then evaluate with each protocol (linear evaluation by default),
+with the skeleton ensemble and the stream fusion.
 
-The steps, each a function below: read the cache's split (:func:`_open_data`, :func:`_load_data`), describe and create the
-run folder (:func:`_run_info`, :class:`msclr.pipeline.rundir.RunFolder`), MS-AimCLR pretraining per stream
-(:func:`msclr.pipeline.training.pretrain.pretrain`), a linear classifier per stream and convention on the
-frozen encoder (:func:`_linear_streams`), 3-stream fusion (:func:`_fusion`), then the reports, the test
-scores and ``model.pt`` (:func:`_write_outputs`).  What the run folder holds is described in
-:mod:`msclr.pipeline.rundir`.
+The steps, each a function below: open the cache, choose the conventions and the split (:func:`_open_data`;
+the cache's own conventions when it lacks the default pair, an automatic stratified split when it has none),
+describe and create the run folder (:func:`_run_info`, :class:`msclr.pipeline.rundir.RunFolder`), MS-AimCLR
+pretraining per stream (:func:`msclr.pipeline.training.pretrain.pretrain`) or the encoders of another run
+(``--init``, :mod:`msclr.pipeline.training.transfer`), every evaluation protocol
+(:mod:`msclr.pipeline.training.protocols`), then the reports, the test scores and ``model.pt``
+(:func:`_finish`).  What the run folder holds is described in :mod:`msclr.pipeline.rundir`.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from msclr.console import EventProgress
-from msclr.errors import CheckpointError, MsclrError
-from msclr.pipeline.config import TrainConfig, to_toml
-from msclr.pipeline.rundir import (
-    Fusion,
-    ModelFile,
-    Preprocessing,
-    RunFolder,
-    RunInfo,
-    SplitInfo,
-    StreamWeights,
-)
+from msclr.errors import CheckpointError
+from msclr.pipeline.config import Protocol, TrainConfig, to_toml
+from msclr.pipeline.rundir import Fusion, ModelFile, Preprocessing, RunFolder, RunInfo, SplitInfo
 from msclr.skeletons import Skeleton
+
+
+class ResumableRunError(CheckpointError):
+    """``--out`` already holds an msclr run: ``--resume`` continues it (the CLI adds the exact command)."""
 
 
 # --------------------------------------------------------------------- TensorBoard
@@ -64,42 +60,79 @@ class _Tensorboard:
 
 # --------------------------------------------------------------------- data and run folder
 @dataclass
+class _Split:
+    """The split a run uses: names of both sides (None: the cache's lists), and whether it was made here."""
+
+    train: str
+    test: str
+    train_names: list[str]
+    test_names: list[str]
+    automatic: bool = False
+
+
+@dataclass
 class _Data:
     """The cache's train / test split, preprocessed, with everything the run records about it."""
 
     skeletons: dict[str, Skeleton]
     train: Any
     test: Any
-    train_split: str
-    test_split: str
+    split: _Split
     classes: list[str]
     max_persons: int
 
 
-def _open_data(cache_path: str | Path, config: TrainConfig) -> tuple[Any, dict[str, Skeleton], str, str]:
-    """Open the cache, check the conventions and resolve the split: (cache, skeletons, train, test split)."""
-    from msclr.pipeline.cache import Cache
-    from msclr.pipeline.training.dataset import check_conventions, resolve_split
+def _conventions(cache: Any, config: TrainConfig, cache_conventions: bool, say: Any) -> list[str]:
+    """The conventions to train on: the configured ones, or (``cache_conventions`` and some of them missing from
+    the cache) every convention of the cache, said in one line."""
+    from msclr.pipeline.training.dataset import check_conventions
 
-    cache = Cache(cache_path)
-    conventions = list(config.data.skeletons)
-    skeletons = dict(zip(conventions, check_conventions(cache.skeletons, conventions), strict=True))
-    train_split, test_split = resolve_split(cache.splits, config.data.split)
-    return cache, skeletons, train_split, test_split
+    wanted = list(config.data.skeletons)
+    missing = [c for c in wanted if c not in cache.skeletons]
+    if missing and cache_conventions and cache.skeletons:
+        wanted = list(cache.skeletons)
+        say(f"the cache holds no {', '.join(missing)}: training on its conventions {', '.join(wanted)} "
+            "(choose with --skeletons)")
+    check_conventions(cache.skeletons, wanted)
+    if len(wanted) == 1:
+        say(f"one convention ({wanted[0]}): plain AimCLR, no cross-skeleton pairs and no skeleton ensemble")
+    return wanted
 
 
-def _load_data(cache: Any, config: TrainConfig, skeletons: dict[str, Skeleton], train_split: str, test_split: str,
-               say: Any) -> _Data:
+def _choose_split(cache: Any, config: TrainConfig, conventions: list[str], folder: RunFolder, say: Any) -> _Split:
+    """The cache's split (``--split`` or its only pair), else an automatic stratified 80/20 split seeded with the
+    run's seed (on ``--resume``, the one recorded in the run folder)."""
+    from msclr.pipeline.training.dataset import (
+        AUTO_FAMILY,
+        automatic_split,
+        resolve_split,
+        split_families,
+        usable_names,
+    )
+
+    family = config.data.split
+    if family not in ("", AUTO_FAMILY) or split_families(cache.splits):
+        train, test = resolve_split(cache.splits, family)
+        return _Split(train, test, cache.splits[train], cache.splits[test])
+    train_names, test_names = folder.read_names(folder.split_names("train")), folder.read_names(folder.split_names("test"))
+    if train_names is None or test_names is None:
+        train_names, test_names = automatic_split(cache, usable_names(cache, conventions), seed=config.pretrain.seed)
+        say(f"the cache has no split: made a stratified 80/20 split (seed {config.pretrain.seed}), "
+            f"{len(train_names)} train / {len(test_names)} test clips, recorded in {folder.split_names('train').parent}")
+    return _Split(f"{AUTO_FAMILY}_train", f"{AUTO_FAMILY}_test", train_names, test_names, automatic=True)
+
+
+def _load_data(cache: Any, config: TrainConfig, skeletons: dict[str, Skeleton], split: _Split, say: Any) -> _Data:
     """Load and preprocess both sides of the split (:func:`msclr.pipeline.training.dataset.load_split`)."""
     from msclr.pipeline.training.dataset import class_names, load_split
 
     conventions = list(skeletons)
-    say(f"loading {train_split} / {test_split} ({', '.join(conventions)})")
+    say(f"loading {split.train} / {split.test} ({', '.join(conventions)})")
     prep = {"length": config.data.length, "centre": config.data.centre, "y_rotation": config.data.y_rotation}
-    train = load_split(cache, cache.splits[train_split], conventions, **prep)
-    test = load_split(cache, cache.splits[test_split], conventions, **prep)
+    train = load_split(cache, split.train_names, conventions, **prep)
+    test = load_split(cache, split.test_names, conventions, **prep)
     classes = class_names(cache.classes, train.labels, test.labels)
-    return _Data(skeletons, train, test, train_split, test_split, classes, cache.max_persons)
+    return _Data(skeletons, train, test, split, classes, cache.max_persons)
 
 
 def _run_info(cache_path: str | Path, config: TrainConfig, data: _Data) -> RunInfo:
@@ -109,12 +142,13 @@ def _run_info(cache_path: str | Path, config: TrainConfig, data: _Data) -> RunIn
                                     y_rotation=config.data.y_rotation, valid="located",
                                     max_persons=data.max_persons),
         classes=data.classes,
-        split=SplitInfo(data.train_split, data.test_split, len(data.train), len(data.test)),
+        split=SplitInfo(data.split.train, data.split.test, len(data.train), len(data.test), data.split.automatic),
         model={**config.to_dict()["model"], "head": "mlp", "in_channels": 3},
         ensemble_mode=config.linear.score_mode,
         fusion=Fusion(weights=config.fusion.weights(), mode=config.fusion.mode),
         skeletons={n: s.to_dict() for n, s in data.skeletons.items()},
         config=config.to_dict(), cache=str(Path(cache_path).resolve()),
+        protocols=list(config.evaluation.protocols),
     )
 
 
@@ -126,8 +160,9 @@ def check_run_folder(folder: RunFolder, config: TrainConfig, resume: bool) -> No
                                   "(or --resume an msclr run).")
         return
     if not resume:
-        raise CheckpointError(f"{folder.root} already holds an msclr run: pass --resume to continue it, "
-                              "or choose a new --out folder.")
+        status = folder.read_info().status
+        raise ResumableRunError(f"{folder.root} already holds an msclr run (status {status}): add --resume to "
+                                "continue it, or choose a new --out folder.")
     saved = folder.read_info().config
     for section in ("data", "model", "pretrain"):
         for key, value in config.to_dict()[section].items():
@@ -139,11 +174,36 @@ def check_run_folder(folder: RunFolder, config: TrainConfig, resume: bool) -> No
                                       "(see RUN/config.toml) or a new --out folder.")
 
 
+def _open_data(cache_path: str | Path, config: TrainConfig, folder: RunFolder, cache_conventions: bool,
+               say: Any) -> tuple[Any, TrainConfig, dict[str, Skeleton], _Split, dict[str, Any] | None]:
+    """Open the cache, choose the conventions and the split, read the source run's encoders and sizes
+    (``--init``); returns the cache, the configuration as the run records it, the skeletons, the split and the
+    ``--init`` encoders (None without ``--init``).  Nothing is written."""
+    from msclr.pipeline.cache import Cache
+    from msclr.pipeline.training.transfer import init_encoders, source_model
+
+    cache = Cache(cache_path)
+    conventions = _conventions(cache, config, cache_conventions, say)
+    skeletons = {c: cache.skeletons[c] for c in conventions}
+    split = _choose_split(cache, config, conventions, folder, say)
+    data = replace(config.data, skeletons=tuple(conventions), split=split.train[: -len("_train")])
+    config = replace(config, data=data)
+    initial = None
+    if config.pretrain.init:
+        initial = init_encoders(config.pretrain.init, skeletons, list(config.data.streams))
+        model, changed = source_model(config.pretrain.init, config.model)
+        if changed:
+            say(f"--init: the encoder keeps the sizes of {config.pretrain.init} ({', '.join(changed)})")
+        config = replace(config, model=model)
+    return cache, config.validate(), skeletons, split, initial
+
+
 # --------------------------------------------------------------------- the run
 def train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, *, device: str = "cpu",
               resume: bool = False, progress: EventProgress | None = None, tensorboard: bool = True,
-              handle_sigint: bool = True) -> dict[str, Any]:
-    """``msclr train``: pretrain every stream, then linear evaluation, skeleton ensemble and fusion.
+              handle_sigint: bool = True, cache_conventions: bool = True) -> dict[str, Any]:
+    """``msclr train``: pretrain every stream (or start from ``config.pretrain.init``'s encoders), then every
+    evaluation protocol of ``config.evaluation.protocols``, skeleton ensemble and fusion.
 
     Args:
         cache_path: cache folder (:class:`msclr.pipeline.cache.Cache`).
@@ -151,13 +211,19 @@ def train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, *, d
         config: resolved, validated configuration.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         resume: continue an interrupted run in ``out``.
-        progress: optional ``(event, info)`` callback (pretraining and linear-evaluation events plus
-            ``stage`` events with a ``message``).
+        progress: optional ``(event, info)`` callback (pretraining, linear-evaluation and fine-tuning events
+            plus ``stage`` events with a ``message``).
         tensorboard: write TensorBoard logs when the package is importable.
         handle_sigint: save a checkpoint on Ctrl-C before stopping.
+        cache_conventions: when the cache lacks some of ``config.data.skeletons``, train on the cache's own
+            conventions (said in one line) instead of refusing; ``msclr train`` passes False when
+            ``--skeletons`` was given.
 
     Returns:
         The metrics dict (also written to ``RUN/metrics.json``); ranks other than 0 return ``{}``.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C; the pretraining checkpoint is saved and ``run.json`` says "interrupted".
     """
     import torch.distributed as torch_dist
 
@@ -169,159 +235,105 @@ def train_run(cache_path: str | Path, out: str | Path, config: TrainConfig, *, d
     try:
         return _train_run(cache_path, RunFolder(out), config, dist, device=device, resume=resume,
                           progress=progress if dist.is_main else None,  # one progress display (rank 0's)
-                          tensorboard=tensorboard, handle_sigint=handle_sigint)
+                          tensorboard=tensorboard, handle_sigint=handle_sigint, cache_conventions=cache_conventions)
     finally:
         if owns_group and dist.enabled and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
 
 
 def _train_run(cache_path: str | Path, folder: RunFolder, config: TrainConfig, dist: Any, *, device: str,
-               resume: bool, progress: EventProgress | None, tensorboard: bool, handle_sigint: bool) -> dict[str, Any]:
-    from msclr.pipeline.training.pretrain import pretrain
-
+               resume: bool, progress: EventProgress | None, tensorboard: bool, handle_sigint: bool,
+               cache_conventions: bool) -> dict[str, Any]:
     say = (lambda msg: progress("stage", {"message": msg})) if progress else (lambda msg: None)
-    cache, skeletons, train_split, test_split = _open_data(cache_path, config)
-    config = replace(config, data=replace(config.data, split=train_split[: -len("_train")]))
+    cache, config, skeletons, split, initial = _open_data(cache_path, config, folder, cache_conventions, say)
     check_run_folder(folder, config, resume)  # every rank, before anything is written
     if dist.enabled:
         import torch.distributed
 
         torch.distributed.barrier()
-    data = _load_data(cache, config, skeletons, train_split, test_split, say)
+    data = _load_data(cache, config, skeletons, split, say)
     info = _run_info(cache_path, config, data)
     if dist.is_main:
         folder.write_start(info, to_toml(config), data.skeletons)
+        if split.automatic:
+            folder.write_names(folder.split_names("train"), split.train_names)
+            folder.write_names(folder.split_names("test"), split.test_names)
     tb = _Tensorboard.open(folder.tensorboard, tensorboard and dist.is_main)
     try:
-        encoders: dict[str, dict[str, Any]] = {}
-        pre_metrics: dict[str, Any] = {}
-        for stream in config.data.streams:
-            say(f"pretraining the {stream} stream")
-            result = pretrain(data.train.arrays, data.skeletons, stream, config, folder.stream_dir(stream),
-                              device=device, resume=resume, progress=progress, log_scalar=tb.scalar, dist_info=dist,
-                              handle_sigint=handle_sigint)
-            encoders[stream] = result.encoder_state
-            last = result.history[-1] if result.history else {}
-            pre_metrics[stream] = {"epochs": result.epochs, "final_loss": last.get("loss"),
-                                   "seconds": float(sum(h.get("seconds", 0.0) for h in result.history))}
+        encoders, pre_metrics = _encoders(data, config, folder, dist, initial, device=device, resume=resume,
+                                          progress=progress, tb=tb, handle_sigint=handle_sigint, say=say)
         if not dist.is_main:
             return {}
-        metrics = _evaluate(encoders, data, config, device, progress, tb, folder)
+        metrics = _finish(encoders, data, config, folder, device, progress, tb)
         metrics["pretrain"] = pre_metrics
         folder.write_metrics(metrics)
         folder.write_info(info.completed())
         say(f"run complete: {folder.root}")
         return metrics
+    except KeyboardInterrupt:
+        if dist.is_main:
+            folder.write_info(info.interrupted())
+        raise
     finally:
         tb.close()
 
 
-# --------------------------------------------------------------------- evaluation
-@dataclass
-class _StreamResults:
-    """Linear evaluation of every stream: metrics, weights and test logits (stream -> convention -> (N, C))."""
+def _encoders(data: _Data, config: TrainConfig, folder: RunFolder, dist: Any, initial: dict[str, Any] | None, *,
+              device: str, resume: bool, progress: EventProgress | None, tb: _Tensorboard, handle_sigint: bool,
+              say: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Stream -> pretrained encoder state (pretrained here, or ``initial``: ``--init``'s), and what to record
+    about it.  Nothing is pretrained when every protocol is ``scratch``."""
+    from msclr.pipeline.training.pretrain import pretrain
 
-    metrics: dict[str, Any]
-    weights: dict[str, StreamWeights]
-    logits: dict[str, dict[str, np.ndarray]]
-    headline: dict[str, np.ndarray]
+    if not any(Protocol(p).pretrained for p in config.evaluation.protocols):
+        return {}, {}
+    if initial is not None:
+        say(f"starting from the pretrained encoders of {config.pretrain.init} (no pretraining)")
+        return initial, {s: {"init": config.pretrain.init} for s in initial}
+    encoders: dict[str, dict[str, Any]] = {}
+    records: dict[str, Any] = {}
+    for stream in config.data.streams:
+        say(f"pretraining the {stream} stream")
+        result = pretrain(data.train.arrays, data.skeletons, stream, config, folder.stream_dir(stream),
+                          device=device, resume=resume, progress=progress, log_scalar=tb.scalar, dist_info=dist,
+                          handle_sigint=handle_sigint)
+        encoders[stream] = result.encoder_state
+        last = result.history[-1] if result.history else {}
+        records[stream] = {"epochs": result.epochs, "final_loss": last.get("loss"),
+                           "seconds": float(sum(h.get("seconds", 0.0) for h in result.history))}
+    return encoders, records
 
 
-def _evaluate(encoders: Mapping[str, dict[str, Any]], data: _Data, config: TrainConfig, device: str,
-              progress: EventProgress | None, tb: _Tensorboard, folder: RunFolder) -> dict[str, Any]:
-    tr, te = data.train.labelled(), data.test.labelled()
-    if len(tr) == 0 or len(te) == 0:
-        raise MsclrError(f"linear evaluation needs labelled clips in {data.train_split} and {data.test_split} "
-                         f"(found {len(tr)} and {len(te)}); label the clips in the cache.")
-    streams = _linear_streams(encoders, tr, te, data, config, device, progress, tb)
-    fusion = _fusion(streams, te.labels, list(data.skeletons), config) if len(encoders) > 1 else None
-    _write_outputs(folder, streams, te, data, config)
-    metrics: dict[str, Any] = {
-        "protocol": {"train_split": data.train_split, "test_split": data.test_split, "train_clips": len(tr),
-                     "test_clips": len(te), "num_classes": len(data.classes), "linear_epochs": config.linear.epochs,
-                     "reported": "last epoch" + (" (+ best, test-set selection)" if config.linear.report_best else ""),
-                     "score_mode": config.linear.score_mode},
-        "classes": data.classes, "streams": streams.metrics,
-    }
-    if fusion:
-        metrics["fusion"] = fusion
+def _finish(encoders: dict[str, dict[str, Any]], data: _Data, config: TrainConfig, folder: RunFolder, device: str,
+            progress: EventProgress | None, tb: _Tensorboard) -> dict[str, Any]:
+    """Every protocol, the reports, the test scores and ``model.pt``; returns the metrics (``linear`` at the
+    top level as it always was, the other protocols under ``"protocols"``)."""
+    from msclr.pipeline.training.protocols import EvalSet, evaluate_protocol, write_reports
+
+    ev = EvalSet(data.skeletons, data.train.labelled(), data.test.labelled(), data.classes, data.split.train,
+                 data.split.test)
+    results = [evaluate_protocol(Protocol(p), encoders, ev, config, device=device, progress=progress,
+                                 log_scalar=tb.scalar) for p in config.evaluation.protocols]
+    write_reports(folder, results, ev.test, data.classes)
+    folder.write_model(ModelFile(conventions=list(data.skeletons),
+                                 skeletons={n: s.to_dict() for n, s in data.skeletons.items()},
+                                 model_config=config.to_dict()["model"],
+                                 protocols={r.protocol.name: r.weights for r in results}, pretrained=encoders))
+    metrics: dict[str, Any] = {}
+    for result in results:
+        if result.protocol.kind == "linear":
+            metrics.update({"protocol": result.metrics["protocol"], "classes": data.classes,
+                            **{k: v for k, v in result.metrics.items() if k != "protocol"}})
+        else:
+            metrics.setdefault("protocols", {})[result.protocol.name] = result.metrics
+    metrics.setdefault("classes", data.classes)
     return metrics
 
 
-def _linear_streams(encoders: Mapping[str, dict[str, Any]], tr: Any, te: Any, data: _Data, config: TrainConfig,
-                    device: str, progress: EventProgress | None, tb: _Tensorboard) -> _StreamResults:
-    """A linear classifier per stream and convention on the frozen encoder (the last epoch is reported)."""
-    from msclr.models.build import build_encoder
-    from msclr.pipeline.training.linear_eval import evaluate_stream
-    from msclr.pipeline.training.report import confusion_matrix, per_class_accuracy
-
-    conventions = list(data.skeletons)
-    out = _StreamResults({}, {}, {}, {})
-    for stream, state in encoders.items():
-        if progress:
-            progress("stage", {"message": f"linear evaluation of the {stream} stream"})
-        enc = build_encoder([data.skeletons[c] for c in conventions], config.model, head="mlp")
-        enc.load_state_dict(state)
-        ev = evaluate_stream(enc.to(device).eval(), tr.arrays, tr.labels, te.arrays, te.labels, data.skeletons,
-                             stream, len(data.classes), config.linear, device=device, progress=progress)
-        out.metrics[stream] = ev.metrics(report_best=config.linear.report_best)
-        out.logits[stream] = {c: r.test_logits for c, r in ev.results.items()}
-        out.weights[stream] = StreamWeights(state, {c: {"weight": r.weight, "bias": r.bias}
-                                                    for c, r in ev.results.items()})
-        for c, r in ev.results.items():
-            for h in r.history:
-                tb.scalar(f"linear/{stream}/{c}/loss", h["loss"], int(h["epoch"]))
-            tb.scalar(f"linear/{stream}/{c}/top1", r.top1, config.linear.epochs)
-            cm = confusion_matrix(r.test_logits.argmax(1), te.labels, len(data.classes))
-            out.metrics[stream]["conventions"][c]["per_class"] = _nan_none(per_class_accuracy(cm))
-        if ev.ensemble_logits is not None:
-            out.headline[f"{stream}/ensemble"] = ev.ensemble_logits
-        else:
-            out.headline[f"{stream}/{conventions[0]}"] = next(iter(ev.results.values())).test_logits
-    return out
+def resume_command(argv: list[str]) -> str:
+    """The command line ``argv`` (``msclr train ...``) with ``--resume`` added once, shell-quoted."""
+    args = [a for a in argv if a != "--resume"]
+    return shlex.join([*args, "--resume"])
 
 
-def _fusion(streams: _StreamResults, labels: np.ndarray, conventions: list[str], config: TrainConfig) -> dict[str, Any]:
-    """3-stream fusion per convention and of the skeleton ensembles (adds the headline score to ``streams``)."""
-    from msclr.models.fusion import ensemble_scores, fuse_streams, topk_accuracy
-
-    mode, weights = config.fusion.mode, config.fusion.weights()
-
-    def accuracy(scores: np.ndarray) -> dict[str, float]:
-        return {"top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, 5)}
-
-    results = {}
-    for c in conventions:
-        scores = fuse_streams({s: v[c] for s, v in streams.logits.items()}, weights, mode=mode)
-        results[c] = accuracy(scores)
-    if len(conventions) > 1:
-        ens = {s: ensemble_scores(v, mode) for s, v in streams.logits.items()}
-        scores = fuse_streams(ens, weights, already=mode)
-        results["ensemble"] = accuracy(scores)
-        streams.headline["fusion/ensemble"] = scores
-    else:
-        streams.headline[f"fusion/{conventions[0]}"] = scores
-    return {"mode": mode, "weights": weights, "results": results}
-
-
-def _write_outputs(folder: RunFolder, streams: _StreamResults, te: Any, data: _Data, config: TrainConfig) -> None:
-    """Confusion matrices and per-class accuracy of the headline models, the test scores, ``model.pt``."""
-    from msclr.pipeline.training.report import confusion_matrix, draw_confusion_png, per_class_accuracy
-
-    per_class: dict[str, Any] = {}
-    for key, scores in streams.headline.items():
-        cm = confusion_matrix(np.asarray(scores).argmax(1), te.labels, len(data.classes))
-        draw_confusion_png(cm, folder.report / f"confusion_{key.replace('/', '_')}.png", data.classes, title=key)
-        per_class[key] = dict(zip(data.classes, _nan_none(per_class_accuracy(cm)), strict=True))
-    folder.write_report_json("per_class.json", per_class)
-    folder.write_scores(te.labels, list(te.names), streams.logits)
-    folder.write_model(ModelFile(conventions=list(data.skeletons),
-                                 skeletons={n: s.to_dict() for n, s in data.skeletons.items()},
-                                 model_config=config.to_dict()["model"], streams=streams.weights))
-
-
-def _nan_none(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
-__all__ = ["train_run", "check_run_folder"]
+__all__ = ["ResumableRunError", "check_run_folder", "resume_command", "train_run"]

@@ -262,8 +262,12 @@ def get_skeleton(name: str | Skeleton) -> Skeleton:
         return SKELETONS[key]
     if name.endswith((".toml", ".json")):
         return load_skeleton_file(name)
+    import difflib
+
+    close = difflib.get_close_matches(name, [*SKELETONS, *ALIASES], n=1)
+    hint = f" (did you mean {ALIASES.get(close[0], close[0])}?)" if close else ""
     raise SkeletonError(
-        f"unknown skeleton {name!r}; built-in skeletons: {', '.join(SKELETONS)} "
+        f"unknown skeleton {name!r}{hint}; built-in skeletons: {', '.join(SKELETONS)} "
         "(or give the path of a .toml / .json definition)"
     )
 

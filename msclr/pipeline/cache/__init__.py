@@ -5,7 +5,9 @@ The contract it keeps is written down in ``docs/cache.md``.
 Coordinates are metres in Kinect camera space: x towards the camera's left, y up, z forward
 (away from the camera).  Every array stored for a convention is ``(T, M, V, 3)`` float32 at the
 clip's raw length T (no resampling), M = the cache's ``max_persons`` person slots (an unused slot
-is all zeros), V = the convention's joint count.
+is all zeros), V = the convention's joint count.  A clip may hold only some of the cache's conventions
+(conventions added to a cache later, :meth:`CacheWriter.add_poses`); :meth:`Cache.names_with` gives the clips
+that hold a given set.
 
 Modules, one job each:
 
@@ -17,6 +19,7 @@ Modules, one job each:
 - :mod:`.validate`: the checks a clip passes before it is written.
 - :mod:`.writer`: :class:`CacheWriter` (crash safety and concurrent writers).
 - :mod:`.reader`: :class:`Cache`.
+- :mod:`.merge`: what a run does with each clip of its source (new clip, added conventions, skip, refuse).
 - :mod:`.compact`: rewrite many small segments into a few large ones (``msclr compact``).
 - :mod:`.diskio`: temporary names, exclusive creation, fsync, out-of-space errors.
 
@@ -35,6 +38,7 @@ from msclr.pipeline.cache.manifest import (
     VERSION,
     read_manifest,
 )
+from msclr.pipeline.cache.merge import Decision, MergePlan
 from msclr.pipeline.cache.reader import Cache, VerifyReport
 from msclr.pipeline.cache.segments import SEGMENT_FORMAT
 from msclr.pipeline.cache.validate import MAX_ABS_METRES
@@ -54,6 +58,8 @@ __all__ = [
     "CacheWriter",
     "Clip",
     "ClipStatus",
+    "Decision",
+    "MergePlan",
     "VerifyReport",
     "atomic_write_text",
     "disk_error_reason",

@@ -3,9 +3,10 @@
 ``msclr extract`` commits every clip as its own segment (so a crash loses at most the clip in hand), which
 leaves one small HDF5 file per clip: about 57,000 for NTU-60.  Opening a cache reads every segment's
 index, and a bulk read touches every file.  Compaction copies the latest committed version of every clip,
-successful or failed, into segments of ``segment_size`` clips, then deletes the old segment files.  The
-content does not change: poses, scores, frame indices, metadata, statuses, splits and the manifest are kept
-bit for bit.
+successful or failed, into segments of ``segment_size`` clips, then the poses of conventions added later
+(addition records, each restricted to the conventions it still provides), then deletes the old segment files.
+The content does not change: poses, scores, frame indices, metadata, statuses, splits and the manifest are
+kept bit for bit.
 
 Crash safety: the new segments are committed (atomically, like any writer's) before any old one is
 deleted, and they are named so that they sort right after the newest old segment.  Killed at any point,
@@ -98,15 +99,19 @@ def compact_cache(root: str | os.PathLike[str], *, segment_size: int = 1024, max
     # every committed record (any status), latest version of each name, in storage order
     names = cache.storage_order(list(cache.statuses()))
     writer = CacheWriter(root, None, writer_id=COMPACT_WRITER_ID, segment_size=segment_size,
-                         max_segment_bytes=max_segment_bytes, commit_ns=_commit_ns(old))
+                         max_segment_bytes=max_segment_bytes, commit_ns=_commit_ns(old), partial=True)
     with writer:
         for i, name in enumerate(names):
             writer.add(cache.clip(name))
             if progress is not None:
                 progress(i + 1, len(names))
+        writer.flush()  # every clip record first: the addition records below must sort after them
+        for name in names:
+            for addition in cache.additions(name):
+                writer.add_poses(addition)
     old_set = set(old)
     check = Cache(root)
-    stale = [n for n in check.statuses() if check.segment_of(n) in old_set]
+    stale = [n for n in check.statuses() if check.segments_of(n) & old_set]
     if stale:  # cannot happen unless a segment was swapped in underneath us; never delete data then
         raise CacheError(
             f"after compaction {len(stale)} clip(s) (e.g. {stale[0]!r}) still resolve to an old segment; "

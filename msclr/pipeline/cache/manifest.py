@@ -9,10 +9,12 @@ Layout of a cache directory::
     CACHE/segments/*.h5       committed segments, immutable once written (:mod:`.segments`)
 
 ``msclr-cache.json`` is created with a hard link of a fully written temporary file (atomic and never
-overwritten), so writers that create the same cache concurrently with identical settings all succeed.  The
-skeleton set and ``max_persons`` of a cache are fixed when it is created.  ``splits.json`` and updates of
-``msclr-cache.json`` (classes added later) use temp file + fsync + ``os.replace``; concurrent updates are
-last-writer-wins per file.
+overwritten), so writers that create the same cache concurrently with identical settings all succeed.
+``max_persons`` is fixed when the cache is created.  ``skeletons`` lists every convention that clips of the
+cache may hold: a writer that adds conventions to existing clips first adds their definitions here
+(:func:`merge_conventions`; a convention is never removed or redefined).  ``splits.json`` and updates of
+``msclr-cache.json`` (classes or conventions added later) use temp file + fsync + ``os.replace``; concurrent
+updates are last-writer-wins per file (a writer re-adds its conventions when another's update dropped them).
 """
 
 from __future__ import annotations
@@ -81,9 +83,30 @@ def check_conventions(root: Path, data: Mapping[str, Any], existing: Mapping[str
     if not same:
         raise CacheError(
             f"cache {root} holds conventions {_describe(data['skeletons'])}, but this run "
-            f"writes {_describe({n: s.to_dict() for n, s in wanted.items()})}; the conventions "
-            "of a cache are fixed when it is created, so write to a new cache path (--out)"
+            f"writes {_describe({n: s.to_dict() for n, s in wanted.items()})}; write to a new cache path "
+            "(--out), or add the conventions to the cache's clips (CacheWriter(..., extend=True))"
         )
+
+
+def merge_conventions(root: Path, data: dict[str, Any], existing: Mapping[str, Skeleton],
+                      wanted: Mapping[str, Skeleton]) -> dict[str, Skeleton]:
+    """Add the conventions of ``wanted`` that the cache (manifest ``data``) lacks to its manifest; all of them.
+
+    Raises:
+        CacheError: a convention of ``wanted`` has the name of one of the cache's but another definition.
+    """
+    for name, skel in wanted.items():
+        if name in existing and existing[name].to_dict() != skel.to_dict():
+            raise CacheError(
+                f"cache {root} already holds a convention named {name!r} with another definition "
+                f"({existing[name].num_joints} joints, this run's has {skel.num_joints}); give your "
+                "definition another name"
+            )
+    new = {n: s for n, s in wanted.items() if n not in existing}
+    if new:
+        data["skeletons"] = {**data["skeletons"], **{n: s.to_dict() for n, s in new.items()}}
+        atomic_write_text(root / MANIFEST, json.dumps(data, indent=1))
+    return {**existing, **new}
 
 
 # ------------------------------------------------------------------- manifest
@@ -221,8 +244,13 @@ def read_splits(root: Path) -> dict[str, list[str]]:
     return data
 
 
-def update_splits(root: Path, splits: Mapping[str, Sequence[str]]) -> None:
-    """Store ``splits`` in ``root/splits.json``, replacing stored splits of the same name, keeping the others."""
+def update_splits(root: Path, splits: Mapping[str, Sequence[str]], *, replace: bool = True) -> None:
+    """Store ``splits`` in ``root/splits.json``, keeping the other stored splits.
+
+    Args:
+        replace: replace stored splits of the same name; False: :class:`CacheError` naming them instead
+            (nothing is written).
+    """
     clean: dict[str, list[str]] = {}
     for key, names in splits.items():
         if not isinstance(key, str) or not key:
@@ -235,10 +263,16 @@ def update_splits(root: Path, splits: Mapping[str, Sequence[str]]) -> None:
             raise CacheError(f"split {key!r} contains invalid clip names, e.g. {bad[0]!r}")
         clean[key] = names
     current = read_splits(root)
+    taken = sorted(k for k in clean if k in current)
+    if taken and not replace:
+        raise CacheError(
+            f"cache {root} already has the split(s) {', '.join(taken)}; choose another name, or replace "
+            "them (msclr split --force)"
+        )
     current.update(clean)
     atomic_write_text(root / SPLITS, json.dumps(current))
 
 
 __all__ = ["AXES", "FORMAT", "MANIFEST", "SEGMENTS", "SPLITS", "UNITS", "VERSION", "check_conventions",
-           "create_manifest", "manifest_skeletons", "normalise_skeletons", "read_manifest", "read_splits",
+           "create_manifest", "manifest_skeletons", "merge_conventions", "normalise_skeletons", "read_manifest", "read_splits",
            "store_classes", "update_splits"]

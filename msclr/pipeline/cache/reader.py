@@ -11,10 +11,11 @@ of the size but writes ~3.5x and reads ~3-4x slower, so the default is no compre
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from msclr.pipeline.cache.manifest import (
     manifest_skeletons,
     read_manifest,
     read_splits,
+    update_splits,
 )
 from msclr.pipeline.cache.segments import Rows, Segment
 from msclr.skeletons import Skeleton
@@ -62,6 +64,8 @@ class Cache:
         classes: class names or None.
         splits: split name -> clip names (as stored; may name clips that are not in the cache).
         names: sorted names of the clips with status ``"ok"``.
+        by_convention: convention -> sorted names of the ok clips that hold it (a cache whose conventions were
+            all written together has every ok clip under every convention; see :meth:`names_with`).
         units, axes: ``"m"`` and the Kinect camera-space description.
 
     Raises:
@@ -81,10 +85,11 @@ class Cache:
         self.skeletons: dict[str, Skeleton] = manifest_skeletons(data, self.root / MANIFEST)
         self.splits: dict[str, list[str]] = read_splits(self.root)
         self._index = SegmentIndex(self.root, self.skeletons, self.max_persons, progress)
-        self.names: list[str] = sorted(
-            n for n, (s, r) in self._index.where.items()
-            if self._index.segments[s].meta["status"][r] == ClipStatus.OK
-        )
+        self.names: list[str] = sorted(n for n in self._index.where if self._index.is_ok(n))
+        ok = set(self.names)
+        self.by_convention: dict[str, list[str]] = {
+            c: sorted(n for n in held if n in ok) for c, held in self._index.holders.items()
+        }
 
     def __len__(self) -> int:
         return len(self.names)
@@ -131,13 +136,37 @@ class Cache:
 
     def _check_convention(self, convention: str) -> None:
         if convention not in self.skeletons:
+            close = difflib.get_close_matches(str(convention), list(self.skeletons), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise CacheError(
-                f"cache {self.root} has no convention {convention!r}; it has {', '.join(self.skeletons)}"
+                f"cache {self.root} has no convention {convention!r}; {hint}it has {', '.join(self.skeletons)}"
             )
 
-    def _rows_by_segment(self, names: list[str]) -> dict[int, Rows]:
-        """Segment number -> (position in ``names``, row) of each requested ok clip."""
+    def names_with(self, conventions: Iterable[str] | None = None) -> list[str]:
+        """Sorted names of the ok clips that hold every one of ``conventions`` (default: all the cache's).
+
+        Raises:
+            CacheError: a convention the cache does not list (the closest name suggested).
+        """
+        wanted = list(self.skeletons) if conventions is None else [conventions] if isinstance(
+            conventions, str) else list(conventions)
+        for c in wanted:
+            self._check_convention(c)
+        if not wanted:
+            return list(self.names)
+        common = set(self.by_convention[wanted[0]]).intersection(*(self.by_convention[c] for c in wanted[1:]))
+        return sorted(common)
+
+    def conventions_of(self, name: str) -> list[str]:
+        """The conventions clip ``name`` holds, in the cache's order (none for a failed clip)."""
+        self._locate(name)
+        return self._index.holds(name)
+
+    def _rows_by_segment(self, names: list[str], convention: str) -> dict[int, Rows]:
+        """Segment number -> (position in ``names``, row) of each requested clip's ``convention`` poses."""
         by_segment: dict[int, Rows] = {}
+        held = self._index.holders[convention]
+        lacking: list[str] = []
         for i, name in enumerate(names):
             seg, r = self._locate(name)
             if seg.meta["status"][r] != ClipStatus.OK:
@@ -145,7 +174,18 @@ class Cache:
                     f"clip {name!r} has no poses: status {seg.meta['status'][r]!r} "
                     f"({seg.meta['message'][r]}); use Cache.names for the usable clips"
                 )
-            by_segment.setdefault(self._index.where[name][0], []).append((i, r))
+            loc = held.get(name)
+            if loc is None:
+                lacking.append(name)
+                continue
+            by_segment.setdefault(loc[0], []).append((i, loc[1]))
+        if lacking:
+            others = ", ".join(self.conventions_of(lacking[0])) or "none"
+            raise CacheError(
+                f"{len(lacking)} of the {len(names)} clips asked for hold no {convention!r} poses (e.g. "
+                f"{lacking[0]!r}, which holds {others}); use Cache.names_with([{convention!r}, ...]) for the clips "
+                "that hold every convention you read"
+            )
         return by_segment
 
     def poses(self, convention: str, names: Sequence[str] | None = None,
@@ -155,11 +195,16 @@ class Cache:
         Returns:
             one ``(T, M, V, 3)`` float32 array (metres) per name, in the order given.  A segment
             of which at least half is requested is read in one go (the arrays are views into that
-            read); otherwise each clip is one contiguous read.  See :meth:`storage_order`.
+            read); otherwise each clip is one contiguous read.  See :meth:`storage_order`.  T is the
+            clip's frame count in this convention (conventions added later may have another).
+
+        Raises:
+            CacheError: an unknown convention, or a clip that is missing, failed or lacks ``convention``
+                (:meth:`names_with` gives the clips that hold it).
         """
         self._check_convention(convention)
         names = self.names if names is None else list(names)
-        by_segment = self._rows_by_segment(names)
+        by_segment = self._rows_by_segment(names, convention)
         row_shape = (self.max_persons, self.skeletons[convention].num_joints, 3)
         out: list[np.ndarray | None] = [None] * len(names)
         for done, (s, wanted) in enumerate(sorted(by_segment.items())):
@@ -172,8 +217,9 @@ class Cache:
                 progress(done + 1, len(by_segment))
         return out  # type: ignore[return-value]
 
-    def storage_order(self, names: Sequence[str] | None = None) -> list[str]:
-        """``names`` (default: :attr:`names`) sorted by where they are stored (segment, row).
+    def storage_order(self, names: Sequence[str] | None = None, convention: str | None = None) -> list[str]:
+        """``names`` (default: :attr:`names`) sorted by where they are stored (segment, row): where their clip
+        records are, or with ``convention`` where their poses of that convention are.
 
         Reading in this order, in batches, makes every :meth:`poses` call a few whole-segment
         reads instead of scattered per-clip reads.
@@ -182,16 +228,59 @@ class Cache:
         for n in names:
             if n not in self._index.where:
                 self._locate(n)  # raises the "not in cache" error
-        return sorted(names, key=self._index.where.__getitem__)
+        if convention is None:
+            return sorted(names, key=self._index.where.__getitem__)
+        self._check_convention(convention)
+        held = self._index.holders[convention]
+        return sorted(names, key=lambda n: held.get(n, self._index.where[n]))
 
     def segment_of(self, name: str) -> Path:
-        """The segment file that holds the latest commit of ``name``."""
+        """The segment file that holds the latest clip record of ``name``."""
         return self._locate(name)[0].path
 
+    def segments_of(self, name: str) -> set[Path]:
+        """Every segment file that ``name`` is read from: its clip record's and those of its conventions."""
+        paths = {self._locate(name)[0].path}
+        for held in self._index.holders.values():
+            if name in held:
+                paths.add(self._index.segments[held[name][0]].path)
+        return paths
+
     def clip(self, name: str) -> Clip:
-        """One clip with every convention and its metadata (status != "ok": no poses)."""
+        """One clip's record: its metadata and the poses stored with it (status != "ok": no poses).
+
+        For a clip whose conventions were all written together this is every convention; poses added later
+        (:meth:`CacheWriter.add_poses`) are in :meth:`additions` and :meth:`poses`.
+        """
         seg, r = self._locate(name)
         return seg.read_clip(r, self.skeletons)
+
+    def additions(self, name: str) -> list[Clip]:
+        """The records other than its clip record that give clip ``name`` poses (conventions added later), each
+        with only the conventions for which it is the latest record (compaction copies these)."""
+        self._locate(name)  # raises for an unknown name
+        primary = self._index.where[name]
+        by_record: dict[tuple[int, int], list[str]] = {}
+        for conv in self._index.holds(name):  # none for a failed clip
+            loc = self._index.holders[conv][name]
+            if loc != primary:
+                by_record.setdefault(loc, []).append(conv)
+        return [self._index.segments[s].read_clip(r, convs) for (s, r), convs in sorted(by_record.items())]
+
+    def add_splits(self, splits: Mapping[str, Sequence[str]], *, replace: bool = False) -> None:
+        """Store named splits in ``splits.json``, atomically (temp file + fsync + rename).
+
+        Args:
+            splits: split name -> clip names (each must be a clip of this cache).
+            replace: replace stored splits of the same name; by default that is a :class:`CacheError`.
+        """
+        for key, members in splits.items():
+            unknown = [n for n in members if n not in self._index.where]
+            if unknown:
+                raise CacheError(f"split {key!r} names {len(unknown)} clip(s) that are not in cache {self.root}, "
+                                 f"e.g. {unknown[0]!r}")
+        update_splits(self.root, splits, replace=replace)
+        self.splits = read_splits(self.root)
 
     # ------------------------------------------------------------------- info
     def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
@@ -234,7 +323,8 @@ class Cache:
         """Summary of the cache as plain JSON-serialisable data (what ``msclr info --json`` prints).
 
         Keys: path, format_version, units, axes, clips (status "ok"), failed (status -> count),
-        conventions (name -> V), max_persons, frames (total / min / median / max over ok clips),
+        conventions (name -> V), holding (convention -> ok clips holding it), complete (ok clips holding every
+        convention), max_persons, frames (total / min / median / max over ok clips),
         classes (count of distinct labels, names or None, unlabelled clips), splits (name -> ok
         clips present), splits_missing (name -> listed names not usable in the cache), persons
         (persons used -> clips), extractors and model_ids (value -> clips), fps (min / max or None),
@@ -256,6 +346,8 @@ class Cache:
             "clips": len(self.names),
             "failed": failed,
             "conventions": {n: s.num_joints for n, s in self.skeletons.items()},
+            "holding": {n: len(held) for n, held in self.by_convention.items()},
+            "complete": len(self.names_with()),
             "max_persons": self.max_persons,
             "frames": {
                 "total": int(frames.sum()),

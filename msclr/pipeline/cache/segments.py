@@ -7,13 +7,21 @@ a bulk read is one dataset read per segment and convention::
                                 replication, frames, fps, persons, source, extractor, model_id,
                                 status, message, has_scores, has_frame_indices, and "offsets"
                                 (N + 1 row offsets into the time-concatenated datasets)
-    /poses/<convention>         (sum T, M, V, 3) float32 metres   (only status == "ok" clips have rows)
+    /poses/<convention>         (sum T, M, V, 3) float32 metres   (only status == "ok" clips have rows);
+                                one dataset per convention the segment's clips hold: all of the cache's
+                                conventions, or a subset (a cache that got conventions later)
     /scores                     (sum T, M) float32, NaN where unknown
     /frame_indices              (sum T,) int64, -1 where unknown
-    attrs                       format="msclr-cache-segment", version, units, axes, writer_id, clips
+    attrs                       format="msclr-cache-segment", version, units, axes, writer_id, clips;
+                                adds=True on an *addition* segment (below)
     HDF5 user block             the seal (first 512 bytes; :mod:`msclr.pipeline.cache.seal`): a checksum
                                 of every byte but the raw pose arrays, checked before h5py opens the file
                                 (damaged HDF5 metadata can hang libhdf5)
+
+Every ok clip of a segment holds every convention the segment has.  An **addition** segment (attribute
+``adds``) holds more conventions for clips already in the cache: its records (all status ok) never replace a
+clip's record, they only give the clip the poses of the segment's conventions (with their own frame count,
+scores and frame indices).  See :mod:`msclr.pipeline.cache.index` for which record wins.
 
 Reading: uncompressed contiguous pose datasets are read straight from the file at the byte offset HDF5
 reports (no per-call h5py overhead); compressed datasets go through h5py.
@@ -26,7 +34,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +103,13 @@ class Segment:
     raw: dict[str, int | None] = field(default_factory=dict)
     """Byte offset in the file of each convention's contiguous, unfiltered little-endian float32
     pose data (None: read through h5py, e.g. compressed or empty)."""
+    adds: bool = False
+    """An addition segment: its records add conventions to clips, they do not replace clip records."""
+
+    @property
+    def conventions(self) -> tuple[str, ...]:
+        """The conventions this segment stores (every ok clip in it holds all of them)."""
+        return tuple(self.raw)
 
     @property
     def names(self) -> list[str]:
@@ -152,8 +167,8 @@ class Segment:
         except OSError as err:
             raise _corrupt(self.path, f"reading poses/{convention}: {err}") from None
 
-    def read_clip(self, row: int, conventions: Mapping[str, Skeleton]) -> Clip:
-        """The clip in ``row``, with every convention's poses when its status is ok."""
+    def read_clip(self, row: int, conventions: Iterable[str]) -> Clip:
+        """The clip in ``row``, with the poses of those of ``conventions`` this segment holds (status ok)."""
         meta = self.meta
         start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
         poses: dict[str, np.ndarray] = {}
@@ -162,7 +177,8 @@ class Segment:
             try:
                 if meta["status"][row] == ClipStatus.OK:
                     for conv in conventions:
-                        poses[conv] = f["poses"][conv][start:stop]
+                        if conv in self.raw:
+                            poses[conv] = f["poses"][conv][start:stop]
                 if meta["has_scores"][row]:
                     scores = f["scores"][start:stop]
                 if meta["has_frame_indices"][row]:
@@ -260,15 +276,21 @@ def _check_datasets(f: Any, path: Path, conventions: Mapping[str, Skeleton], max
     """Check the shapes of an open segment's datasets; the byte offset of each convention's raw pose data."""
     raw: dict[str, int | None] = {}
     pose_ranges: list[tuple[int, int]] = []
-    for conv, skel in conventions.items():
+    stored = sorted(f["poses"].keys())
+    if not stored:
+        raise _corrupt(path, "no poses group entries")
+    for conv in stored:
         ds = f["poses"][conv]
+        span = _raw_range(ds)
+        if span is not None:
+            pose_ranges.append(span)
+        skel = conventions.get(conv)
+        if skel is None:  # added by a writer whose manifest update was lost to a concurrent one: ignored
+            continue
         expected = (total, max_persons, skel.num_joints, 3)
         if ds.shape != expected:
             raise _corrupt(path, f"poses/{conv} has shape {ds.shape}, expected {expected}")
-        span = _raw_range(ds)
         raw[conv] = None if span is None else span[0]
-        if span is not None:
-            pose_ranges.append(span)
     if sealed is not None and sorted(pose_ranges) != sealed:
         raise _corrupt(path, "the seal's unchecked byte ranges are not the pose data's")
     if f["scores"].shape != (total, max_persons) or f["frame_indices"].shape != (total,):
@@ -277,18 +299,25 @@ def _check_datasets(f: Any, path: Path, conventions: Mapping[str, Skeleton], max
 
 
 def read_segment(path: Path, conventions: Mapping[str, Skeleton], max_persons: int) -> Segment:
-    """Check a segment's seal, read its metadata and check its structure (shapes only, no pose data)."""
+    """Check a segment's seal, read its metadata and check its structure (shapes only, no pose data).
+
+    Args:
+        conventions: the cache's conventions; the segment holds all of them or a subset.
+    """
     sealed = _check_seal(path)
     with _open_h5(path) as f:
         try:
             _check_header(f, path)
             meta, offsets = _read_meta(f, path, max_persons)
             raw = _check_datasets(f, path, conventions, max_persons, int(offsets[-1]), sealed)
+            adds = bool(f.attrs.get("adds", False))
         except CacheError:
             raise
         except _H5_ERRORS as err:
             raise _corrupt(path, f"{type(err).__name__}: {err}") from None
-    return Segment(path, meta, offsets, raw)
+    if adds and any(s != ClipStatus.OK for s in meta["status"]):
+        raise _corrupt(path, "an addition segment holds a record whose status is not 'ok'")
+    return Segment(path, meta, offsets, raw, adds)
 
 
 # ---------------------------------------------------------------------- writing
@@ -339,8 +368,11 @@ def _chunking(shape: tuple[int, int, int, int], compression: str | None) -> dict
 
 
 def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_persons: int, writer_id: str,
-                   compression: str | None) -> memoryview:
+                   compression: str | None, adds: bool = False) -> memoryview:
     """The bytes of a sealed segment file holding ``clips`` (validated), built in memory.
+
+    ``skeletons`` are the conventions the segment stores (every ok clip holds exactly these); ``adds`` makes
+    it an addition segment (attribute ``adds``).
 
     Built in memory and written with plain Python I/O by the caller, a full disk (ENOSPC, quota,
     ``ulimit -f``) is a clean OSError from ``write()``: when HDF5 itself wrote to a full disk it was left
@@ -359,6 +391,8 @@ def encode_segment(clips: list[Clip], skeletons: Mapping[str, Skeleton], max_per
         f.attrs["axes"] = AXES
         f.attrs["writer_id"] = writer_id
         f.attrs["clips"] = len(clips)
+        if adds:  # written only when set, so other segments keep their bytes
+            f.attrs["adds"] = True
         f["meta"] = _meta_json(clips, offsets)
         group = f.create_group("poses")
         pose_ranges: list[tuple[int, int]] = []

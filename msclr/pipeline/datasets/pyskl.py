@@ -16,6 +16,7 @@ Reading goes through :mod:`msclr.pipeline.datasets.safe_pickle`, never plain ``p
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import pickle
@@ -54,6 +55,7 @@ class Annotation:
         raw_keypoint: (M, T, V, 3) the file's array, unconverted (kept as is to save memory).
         scale: factor to metres.
         frame_inds: (T,) int64 frame indices in the source video when the file has them, else None.
+        axes: (3, 3) signed permutation taking the file's axes to Kinect camera axes, or None (unchanged).
     """
 
     frame_dir: str
@@ -61,17 +63,23 @@ class Annotation:
     raw_keypoint: np.ndarray
     scale: float = 1.0
     frame_inds: np.ndarray | None = None
+    axes: np.ndarray | None = None
 
     @property
     def keypoint(self) -> np.ndarray:
-        """(M, T, V, 3) float32 metres."""
-        return _to_metres(self.raw_keypoint, self.scale)
+        """(M, T, V, 3) float32 metres, Kinect camera axes."""
+        return _to_metres(self.raw_keypoint, self.scale, self.axes)
 
 
-def _to_metres(raw: np.ndarray, scale: float) -> np.ndarray:
+def _to_metres(raw: np.ndarray, scale: float, axes: np.ndarray | None = None) -> np.ndarray:
+    """``raw`` (..., 3) times ``scale``, axes mapped by ``axes`` (p' = axes @ p), as float32."""
     if scale == 1.0:
-        return raw.astype(np.float32)
-    return (raw.astype(np.float64) * scale).astype(np.float32)
+        out = raw.astype(np.float32)
+    else:
+        out = (raw.astype(np.float64) * scale).astype(np.float32)
+    if axes is not None:  # a signed permutation: exact in float32
+        out = out @ np.asarray(axes, dtype=np.float32).T
+    return out
 
 
 @dataclass
@@ -144,7 +152,7 @@ def _check_keypoint(path: Path, where: str, ann: Mapping[str, Any], skeleton: Sk
 
 
 def read_annotations(
-    path: str | Path, skeleton: str | Skeleton, *, scale: float = 1.0,
+    path: str | Path, skeleton: str | Skeleton, *, scale: float = 1.0, axes: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AnnotationFile:
     """Load and validate a pyskl / mmaction2 3D annotation pickle.
@@ -153,6 +161,8 @@ def read_annotations(
         path: the ``.pkl`` file (loaded with the restricted unpickler).
         skeleton: the joint convention of ``keypoint`` (V must match, C must be 3).
         scale: multiplies every coordinate (1.0 for metres, 0.001 for millimetres).
+        axes: (3, 3) signed permutation taking the file's axes to Kinect camera axes
+            (:func:`msclr.pipeline.datasets.sanity.parse_axes`), or None.
 
     Returns:
         the annotations with ``keypoint`` as (M, T, V, 3) float32 metres, and the file's splits.
@@ -170,6 +180,7 @@ def read_annotations(
     seen: set[str] = set()
     for i, ann in enumerate(raw_anns):
         annotations.append(_check_annotation(path, i, ann, skel, scale, seen))
+        annotations[-1].axes = axes
         if progress is not None:
             progress(i + 1, len(raw_anns))
     return AnnotationFile(path, annotations, splits)
@@ -289,9 +300,14 @@ def resolve_convention(cache: Cache, skeleton: str | None) -> str:
         return next(iter(cache.skeletons))
     if skeleton in cache.skeletons:
         return skeleton
-    resolved = get_skeleton(skeleton).name
+    close = difflib.get_close_matches(skeleton, list(cache.skeletons), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    try:
+        resolved = get_skeleton(skeleton).name
+    except MsclrError:
+        resolved = None
     if resolved not in cache.skeletons:
-        raise MsclrError(f"cache {cache.root} has no convention {skeleton!r}; it has {', '.join(cache.skeletons)}")
+        raise MsclrError(f"cache {cache.root} has no convention {skeleton!r}{hint}; it has {', '.join(cache.skeletons)}")
     return resolved
 
 
@@ -299,7 +315,7 @@ def cache_to_annotations(
     cache: Cache, convention: str | None = None, *, split_prefixes: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """The pyskl annotation dict of a cache's ``"ok"`` clips (the reverse of the import).
+    """The pyskl annotation dict of a cache's ``"ok"`` clips that hold ``convention`` (the reverse of the import).
 
     Each clip becomes ``{"frame_dir": name, "label": int (0-based, -1 unlabelled), "keypoint":
     [M, T, V, 3] float32 metres, "total_frames": T}`` with raw length T and M = the clip's
@@ -307,9 +323,16 @@ def cache_to_annotations(
     their stored order; ``split_prefixes`` keeps only the splits whose names start with one of them.
     """
     convention = resolve_convention(cache, convention)
-    names = list(cache.names)
+    for prefix in split_prefixes:
+        if not any(key.startswith(prefix) for key in cache.splits):
+            families = {key.rsplit("_", 1)[0] for key in cache.splits}
+            close = difflib.get_close_matches(prefix, sorted(families | set(cache.splits)), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MsclrError(f"no split of cache {cache.root} starts with {prefix!r}{hint}; its splits: "
+                             f"{', '.join(cache.splits) or 'none'}")
+    names = cache.names_with([convention])
     if not names:
-        raise MsclrError(f"cache {cache.root} has no usable clips to export")
+        raise MsclrError(f"cache {cache.root} has no usable clips of {convention} to export")
     meta = cache.metadata(names)
     annotations = []
     chunk = 512

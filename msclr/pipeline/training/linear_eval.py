@@ -105,18 +105,23 @@ def feature_stats(features: Any, eps: float = 1e-6) -> tuple[Any, Any]:
     return features.mean(0), features.std(0, unbiased=False) + eps
 
 
-def _new_classifier(dim: int, num_classes: int, gen: Any, device: Any,
-                    stats: tuple[Any, Any] | None) -> tuple[Any, Callable[[Any], Any]]:
-    """A Linear(dim, num_classes) on ``device`` with the reference's ``weights_init`` (N(0, 0.02) weights drawn
-    from ``gen``, zero bias), and the classifier as the training loop sees it (standardise with ``stats``
-    first when given)."""
+def new_linear(dim: int, num_classes: int, gen: Any) -> Any:
+    """A ``Linear(dim, num_classes)`` (CPU) with the reference's ``weights_init``: N(0, 0.02) weights drawn from
+    the torch generator ``gen``, zero bias."""
     import torch
 
     fc = torch.nn.Linear(dim, num_classes)
     with torch.no_grad():
         fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * 0.02)
         fc.bias.zero_()
-    linear = fc.to(device)
+    return fc
+
+
+def _new_classifier(dim: int, num_classes: int, gen: Any, device: Any,
+                    stats: tuple[Any, Any] | None) -> tuple[Any, Callable[[Any], Any]]:
+    """:func:`new_linear` on ``device``, and the classifier as the training loop sees it (standardise with
+    ``stats`` first when given)."""
+    linear = new_linear(dim, num_classes, gen).to(device)
     if stats is None:
         return linear, linear
     mean, std = (t.to(device) for t in stats)
@@ -294,5 +299,6 @@ def evaluate_stream(encoder: Any, train_arrays: Mapping[str, np.ndarray], y_trai
     return StreamEvaluation(stream, results, ens, config.score_mode, np.asarray(y_test))
 
 
-__all__ = ["ClassifierResult", "StreamEvaluation", "calibrate_batchnorm", "feature_stats", "linear_eval_cached",
+__all__ = ["ClassifierResult", "StreamEvaluation", "calibrate_batchnorm", "feature_stats", "new_linear",
+           "linear_eval_cached",
            "linear_eval_forward", "evaluate_stream"]

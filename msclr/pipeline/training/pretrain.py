@@ -385,9 +385,14 @@ def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton]
     ckpt_path = Path(out_dir) / "checkpoints" / CHECKPOINT_NAME
     n_clips = _clip_count(arrays)
     run = _build_run(skeletons, stream, config, n_clips, dev, dist_info, ckpt_path)
+    resumed = ckpt_path.exists()
     start_epoch, start_batch = _resume(run, resume)
     run.progress, run.log_scalar = progress, log_scalar
     total_epochs = config.pretrain.epochs
+    if progress is not None and resumed:
+        progress("stage", {"message": f"resuming from epoch {start_epoch}, step {start_batch} ({stream} stream)"
+                           if start_epoch <= total_epochs else
+                           f"the {stream} stream's pretraining is complete ({total_epochs} epochs): resuming after it"})
     if progress is not None:
         progress("start", {"stream": stream, "epochs": total_epochs, "start_epoch": start_epoch,
                            "steps_per_epoch": run.steps_per_epoch, "clips": n_clips, "conventions": names,

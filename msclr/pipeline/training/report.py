@@ -98,4 +98,21 @@ def table_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["confusion_matrix", "per_class_accuracy", "draw_confusion_png", "table_rows"]
+def protocol_sections(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Protocol -> its section of ``metrics.json`` (``protocol``, ``streams``, ``fusion``): ``linear`` is the
+    top level (when the run evaluated it), the others are under ``"protocols"``."""
+    sections: dict[str, Mapping[str, Any]] = {}
+    if "streams" in metrics:
+        sections["linear"] = metrics
+    sections.update(metrics.get("protocols", {}))
+    return sections
+
+
+def protocol_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """:func:`table_rows` of every protocol, each row with its ``protocol``, protocols in run order."""
+    return [{"protocol": name, **row} for name, section in protocol_sections(metrics).items()
+            for row in table_rows(section)]
+
+
+__all__ = ["confusion_matrix", "per_class_accuracy", "draw_confusion_png", "protocol_rows", "protocol_sections",
+           "table_rows"]
