@@ -40,7 +40,7 @@ def _noise_video(path: Path, n: int, seed: int, *, dark: bool = False, codec: st
 
 @pytest.fixture(scope="module")
 def model_dir(pixel_standin) -> Path:
-    """The MeTRAbs stand-in SavedModel folder (pixel mode); tests using it skip without TensorFlow."""
+    """The MeTRAbs stand-in SavedModel folder (pixel mode); tests using it skip without TensorFlow (fail under CI=true)."""
     return pixel_standin.path
 
 

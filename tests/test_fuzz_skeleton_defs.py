@@ -139,7 +139,9 @@ def _mutate(data: dict, mutation: tuple) -> None:
         if key == "centre":
             data["centre"] = value
         elif key == "flip":
-            data["flip"] = [value % max(1, len(data.get("joints") or [0]))] + list(range(1, len(data.get("joints") or [])))
+            joints = data.get("joints")
+            count = len(joints) if isinstance(joints, list | str) else 0  # an earlier mutation may have set a bool
+            data["flip"] = [value % max(1, count)] + list(range(1, count))
         elif key == "shoulders":
             data["shoulders"] = [value, value + 1]
         elif key == "isolated":

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import require_module
 
 from msclr.errors import MsclrError
 from msclr.extractors.registry import (
@@ -71,7 +72,7 @@ def test_the_registry_imports_no_backend() -> None:
 
 def test_tensorflow_starts_quietly_unless_verbose() -> None:
     """TensorFlow's C++ start-up lines reach stderr only with verbose=True (`msclr -v`)."""
-    pytest.importorskip("tensorflow")
+    require_module("tensorflow")
     code = """
         import os
         os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)

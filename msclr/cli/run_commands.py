@@ -99,9 +99,9 @@ def train(ctx: click.Context, cache: str, out: str, recipe: str | None, skeleton
         raise click.UsageError(str(err), ctx) from None
     device = default_device(device)
     err = console(stderr=True)
-    notes.append(_set_threads(threads, device))
-    for text in notes:
-        note(text, out=err)
+    text, previous = _set_threads(threads, device)
+    for line in (*notes, text):
+        note(line, out=err)
     rerun = resume_command(_command_line(ctx))
     try:
         with TrainProgress(err, quiet=quiet) as progress:
@@ -113,21 +113,32 @@ def train(ctx: click.Context, cache: str, out: str, recipe: str | None, skeleton
         click.echo(f"Interrupted: the run in {out} is saved (status interrupted); add --resume to continue it:\n"
                    f"  {rerun}", err=True)
         sys.exit(130)
+    finally:
+        _restore_threads(previous)
     if metrics:
         print_protocol_metrics(metrics)
 
 
-def _set_threads(threads: int | None, device: str) -> str:
-    """Set torch's intra-op threads (``--threads``, else the idle cores) and the CPU allocator; returns a note."""
+def _set_threads(threads: int | None, device: str) -> tuple[str, int]:
+    """Set torch's intra-op threads (``--threads``, else the idle cores) and the CPU allocator; returns a note
+    and the previous thread count."""
     import torch
 
     from msclr.pipeline.training.cpu_tuning import pick_threads, tune_malloc
 
     if device == "cpu":
         tune_malloc()  # glibc allocator settings for CPU training
+    previous = torch.get_num_threads()
     count, reason = pick_threads(threads)
     torch.set_num_threads(count)
-    return f"{count} CPU thread{'s' if count > 1 else ''} ({reason}; --threads N to choose)"
+    return f"{count} CPU thread{'s' if count > 1 else ''} ({reason}; --threads N to choose)", previous
+
+
+def _restore_threads(count: int) -> None:
+    """Give the process its thread count back (the command may run inside another program, e.g. a test)."""
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def _command_line(ctx: click.Context) -> list[str]:

@@ -315,7 +315,8 @@ class TrainConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def validate(self) -> TrainConfig:
-        """Check values; raises :class:`ConfigError` naming the key and the fix."""
+        """Check values; raises :class:`ConfigError` naming the key and the fix.  Returns the configuration with
+        the protocol names made canonical (``semi:.10`` -> ``semi:0.1``)."""
         d, m, p, lin = self.data, self.model, self.pretrain, self.linear
         if not d.skeletons:
             raise ConfigError("data.skeletons is empty: name at least one convention (e.g. --skeletons smplx_42).")
@@ -350,10 +351,10 @@ class TrainConfig:
         if ft.epochs < 1 or ft.batch_size < 1:
             raise ConfigError("finetune.epochs and finetune.batch_size must be >= 1.")
         try:
-            parse_protocols(self.evaluation.protocols)
+            protocols = parse_protocols(self.evaluation.protocols)
         except OptionError as err:
             raise ConfigError(f"evaluation.protocols {list(self.evaluation.protocols)}: {err}") from None
-        return self
+        return self if protocols == self.evaluation.protocols else replace(self, evaluation=EvaluationConfig(protocols))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), suitable for JSON/TOML."""

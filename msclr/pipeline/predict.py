@@ -288,7 +288,7 @@ def _pyskl_clip(path: str | Path, clip: str, trained: TrainedRun, skeleton: str 
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Poses and provenance of one sample of a pyskl annotation pickle, read as ``skeleton`` (default: the first
     of the run's conventions the file's keypoints fit)."""
-    from msclr.errors import ImportFormatError
+    from msclr.errors import ImportFormatError, UnsafePickleError
     from msclr.pipeline.config import closest
     from msclr.pipeline.datasets.pyskl import annotation_to_clip, read_annotations
     from msclr.skeletons import get_skeleton
@@ -298,6 +298,8 @@ def _pyskl_clip(path: str | Path, clip: str, trained: TrainedRun, skeleton: str 
     for skel in candidates:
         try:
             annotations = read_annotations(path, skel)
+        except UnsafePickleError:
+            raise
         except ImportFormatError as err:
             problems.append(str(err))
             continue

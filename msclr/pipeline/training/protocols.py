@@ -142,12 +142,11 @@ def _finetuned(encoders: Mapping[str, dict[str, Any]], ev: EvalSet, config: Trai
     from msclr.pipeline.training.finetune import finetune_stream, label_subset
 
     protocol, tr, te = result.protocol, ev.train, ev.test
-    keep = np.arange(len(tr)) if protocol.kind != "semi" else label_subset(tr.labels, protocol.fraction,
-                                                                           config.finetune.seed)
-    if protocol.kind == "semi":
+    arrays, labels = tr.arrays, tr.labels
+    if protocol.kind == "semi":  # only these clips: no other label (and no other clip) is seen
+        keep = label_subset(tr.labels, protocol.fraction, config.finetune.seed)
         result.train_names = [tr.names[i] for i in keep]
-    arrays = {c: a[keep] for c, a in tr.arrays.items()}
-    labels = tr.labels[keep]
+        arrays, labels = {c: a[keep] for c, a in tr.arrays.items()}, tr.labels[keep]
     for stream in config.data.streams:
         start = "the pretrained encoder" if protocol.pretrained else "random weights"
         if progress:
