@@ -197,5 +197,5 @@ def test_sigkilled_twice_and_resumed_equals_uninterrupted(runs: _Runs, cache: Pa
     for key in scores.files:  # every test logit of every linear classifier
         assert np.array_equal(scores[key], ref_scores[key]), key
     model, ref_model = (load_checkpoint(d / "model.pt", kind="model") for d in (run, ref_dir))
-    _same(model["streams"]["joint"]["encoder"], ref_model["streams"]["joint"]["encoder"])
+    _same(model["protocols"]["linear"]["joint"]["encoder"], ref_model["protocols"]["linear"]["joint"]["encoder"])
     assert json.loads((run / "run.json").read_text())["status"] == "complete"

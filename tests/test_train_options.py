@@ -275,8 +275,8 @@ def test_evaluation_protocols_in_recipes() -> None:
     assert load_recipe("ntu60_xsub").evaluation.protocols == ("linear",)
     small = load_recipe("cpu_small").finetune
     assert small.batch_size == 32 and small.lr == pytest.approx(0.01 * 32 / 128)
-    config = config_from_dict({"evaluation": {"protocols": ["linear", "semi:0.01"]}}).validate()
-    assert config.evaluation.protocols == ("linear", "semi:0.01")
+    config = config_from_dict({"evaluation": {"protocols": ["linear", "semi:.010"]}}).validate()
+    assert config.evaluation.protocols == ("linear", "semi:0.01")  # canonical names
     with pytest.raises(ConfigError, match="evaluation.protocols"):
         config_from_dict({"evaluation": {"protocols": ["fine"]}}).validate()
     assert np.isclose(FinetuneConfig(lr_steps=(80,)).with_epochs(20).lr_at(17), 0.001)

@@ -61,7 +61,8 @@ class _Tensorboard:
 # --------------------------------------------------------------------- data and run folder
 @dataclass
 class _Split:
-    """The split a run uses: names of both sides (None: the cache's lists), and whether it was made here."""
+    """The split a run uses: the split names, the clip names of both sides (the cache's lists, or an automatic
+    split's), and whether it was made here (``automatic``)."""
 
     train: str
     test: str
