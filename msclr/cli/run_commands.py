@@ -131,7 +131,8 @@ def _set_threads(threads: int | None, device: str) -> tuple[str, int]:
     previous = torch.get_num_threads()
     count, reason = pick_threads(threads)
     torch.set_num_threads(count)
-    return f"{count} CPU thread{'s' if count > 1 else ''} ({reason}; --threads N to choose)", previous
+    hint = "" if threads is not None else "; --threads N to choose"
+    return f"{count} CPU thread{'s' if count > 1 else ''} ({reason}{hint})", previous
 
 
 def _restore_threads(count: int) -> None:

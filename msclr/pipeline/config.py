@@ -28,7 +28,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from msclr.errors import MsclrError
 
@@ -148,8 +148,29 @@ class PretrainConfig:
         return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
 
 
+class _StepSchedule:
+    """``with_epochs`` / ``lr_at`` of a step schedule with the fields ``epochs``, ``lr``, ``lr_steps`` and
+    ``lr_gamma``; ``OPTION`` names its ``--*-epochs`` option in messages."""
+
+    OPTION: ClassVar[str] = "--epochs"
+    epochs: int
+    lr: float
+    lr_steps: tuple[int, ...]
+    lr_gamma: float
+
+    def with_epochs(self, epochs: int) -> Any:
+        """The same schedule stretched to ``epochs`` (the lr steps keep their fractions)."""
+        if epochs < 1:
+            raise OptionError(f"{self.OPTION} must be >= 1, got {epochs}.")
+        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs))  # type: ignore[type-var]
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 1-based ``epoch``."""
+        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
+
+
 @dataclass(frozen=True)
-class LinearConfig:
+class LinearConfig(_StepSchedule):
     """Frozen-encoder linear evaluation (defaults: the reference's, but the last epoch is reported).
 
     ``score_mode`` decides how the skeleton ensemble averages its classifiers: ``softmax`` (the paper's
@@ -173,20 +194,11 @@ class LinearConfig:
     score_mode: str = "softmax"
     report_best: bool = False
     seed: int = 0
-
-    def with_epochs(self, epochs: int) -> LinearConfig:
-        """The same schedule stretched to ``epochs``."""
-        if epochs < 1:
-            raise ConfigError(f"--linear-epochs must be >= 1, got {epochs}.")
-        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs))
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of 1-based ``epoch``."""
-        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
+    OPTION: ClassVar[str] = "--linear-epochs"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(_StepSchedule):
     """Fine-tuned protocols (``finetune``, ``semi:P``, ``scratch``): encoder + one linear head per convention,
     every weight trained with labels (defaults: AimCLR's fine-tuning code, whose released configs set none).
 
@@ -208,16 +220,7 @@ class FinetuneConfig:
     augment: bool = True
     eval_mode: bool = False
     seed: int = 0
-
-    def with_epochs(self, epochs: int) -> FinetuneConfig:
-        """The same schedule stretched to ``epochs``."""
-        if epochs < 1:
-            raise OptionError(f"--finetune-epochs must be >= 1, got {epochs}.")
-        return replace(self, epochs=epochs, lr_steps=_stretch_steps(self.lr_steps, self.epochs, epochs))
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of 1-based ``epoch``."""
-        return _step_lr(self.lr, self.lr_gamma, self.lr_steps, epoch)
+    OPTION: ClassVar[str] = "--finetune-epochs"
 
 
 PROTOCOL_KINDS = ("linear", "finetune", "semi", "scratch")

@@ -362,6 +362,26 @@ class RunFolder:
             raise CheckpointError(f"{self.run_json} is not an msclr run description.")
         return RunInfo.from_dict(data, origin=str(self.run_json))
 
+    def read_finished(self, option: str = "--model") -> RunInfo:
+        """``run.json`` of a FINISHED run, the folder checked first; :class:`CheckpointError` naming ``option``
+        when the folder is missing, a file, not a run, unfinished (status running / interrupted: the message gives
+        the command that finishes it) or without ``model.pt``."""
+        if not self.root.exists():
+            raise CheckpointError(f"{option} {self.root} does not exist; pass the --out folder of `msclr train` "
+                                  f"(e.g. {option} run/).")
+        if not self.root.is_dir():
+            raise CheckpointError(f"{option} {self.root} is a file; pass the run FOLDER written by `msclr train` "
+                                  "(the one holding run.json and model.pt).")
+        info = self.read_info()
+        if info.status != RunStatus.COMPLETE:
+            raise CheckpointError(f"{self.root} is not a finished run (status {info.status!r}): training stopped "
+                                  f"before it wrote model.pt. Finish it with `msclr train {info.cache} --out "
+                                  f"{self.root} --resume`.")
+        if not self.model.is_file():
+            raise CheckpointError(f"{self.root}/model.pt is missing although run.json says the run is complete; "
+                                  "copy the whole run folder, or retrain.")
+        return info
+
     def read_model(self, map_location: Any = "cpu") -> ModelFile:
         """``model.pt`` (``torch.load(weights_only=True)``)."""
         state = load_checkpoint(self.model, kind=MODEL_KIND, map_location=map_location)

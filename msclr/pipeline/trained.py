@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from msclr.errors import CheckpointError, MsclrError
-from msclr.pipeline.rundir import DEFAULT_PROTOCOL, RunFolder, RunInfo, RunStatus
+from msclr.pipeline.rundir import DEFAULT_PROTOCOL, RunFolder, RunInfo
 from msclr.skeletons import Skeleton
 
 PREFERENCE = ("finetune", "linear", "semi", "scratch")
@@ -170,20 +170,7 @@ def open_run(run: str | Path, *, device: str = "cpu", protocol: str | None = Non
             pickle-free msclr checkpoint (refused before anything in it is executed).
     """
     folder = RunFolder(run)
-    if not folder.root.exists():
-        raise CheckpointError(f"model folder {folder.root} does not exist; pass the --out folder of `msclr train` "
-                              "(e.g. --model run/).")
-    if not folder.root.is_dir():
-        raise CheckpointError(f"--model {folder.root} is a file; pass the run FOLDER written by `msclr train` "
-                              "(the one holding run.json and model.pt).")
-    info = folder.read_info()
-    if info.status != RunStatus.COMPLETE:
-        raise CheckpointError(f"{folder.root} is not a finished run (status {info.status!r}): training stopped "
-                              f"before the linear evaluation wrote model.pt. Finish it with `msclr train {info.cache} "
-                              f"--out {folder.root} --resume`.")
-    if not folder.model.is_file():
-        raise CheckpointError(f"{folder.root}/model.pt is missing although run.json says the run is complete; copy "
-                              "the whole run folder, or retrain.")
+    folder.read_finished("--model")
     return load_run(folder.root, device=device, protocol=protocol)
 
 

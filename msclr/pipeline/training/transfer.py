@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from msclr.errors import CheckpointError
-from msclr.pipeline.rundir import RunFolder, RunStatus
+from msclr.pipeline.rundir import RunFolder
 from msclr.skeletons import Skeleton
 
 ENCODER_KEYS = ("hidden_channels", "hidden_dim", "feature_dim", "dropout", "edge_importance", "input_norm")
@@ -26,13 +26,7 @@ ENCODER_KEYS = ("hidden_channels", "hidden_dim", "feature_dim", "dropout", "edge
 def _source(source: str | Path) -> tuple[RunFolder, Any]:
     """The source run folder and its ``model.pt``; :class:`CheckpointError` unless it is a finished run."""
     folder = RunFolder(source)
-    if not folder.root.is_dir():
-        raise CheckpointError(f"--init {folder.root} is not a folder; give the --out folder of a finished "
-                              "`msclr train` run.")
-    info = folder.read_info()
-    if info.status != RunStatus.COMPLETE:
-        raise CheckpointError(f"--init {folder.root} is not a finished run (status {info.status!r}); finish it "
-                              "with --resume first, or start from another run.")
+    folder.read_finished("--init")
     return folder, folder.read_model()
 
 
