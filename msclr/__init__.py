@@ -24,9 +24,10 @@ __version__ = "0.1.0"
 
 _API = {
     "Cache": "msclr.pipeline.cache",
-    "load_run": "msclr.pipeline.predict",
+    "load_run": "msclr.pipeline.trained",
     "predict_video": "msclr.pipeline.predict",
     "predict_skeletons": "msclr.pipeline.predict",
+    "predict_stored": "msclr.pipeline.predict",
     "train_run": "msclr.pipeline.train",
     "resolve_config": "msclr.pipeline.config",
     "get_skeleton": "msclr.skeletons",
