@@ -30,6 +30,7 @@ Usage::
     python bench/utd_mhad.py --baselines-only   # the no-pretraining rows only (under a minute)
     python bench/utd_mhad.py --baselines-only --supervised-epochs 100   # + the supervised reference (~11 min)
     python bench/utd_mhad.py --epochs 60 --threads 2 --keep /tmp/utd_run
+    python bench/utd_mhad.py --protocol-rows --seeds 3 --epochs 20 --finetune-epochs 30 --json   # protocols
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 # utd_mid_16: index -> (source joints of kinect_v1_20 averaged); names in the registry's kinect_v1_20 order
 MID_JOINTS = (
@@ -249,6 +251,11 @@ def main() -> None:
                     help="override the recipe's model.input_norm (input BatchNorm per joint and axis, or per axis)")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only the no-pretraining rows (raw coordinates, random init): about a minute")
+    ap.add_argument("--protocol-rows", action="store_true",
+                    help="the evaluation-protocol rows (scratch, linear, finetune, 10 %% labels, transfer) over --seeds")
+    ap.add_argument("--seeds", type=int, default=3, help="with --protocol-rows: seeds 0..N-1")
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="with --protocol-rows (default: the recipe's)")
+    ap.add_argument("--json", action="store_true", help="with --protocol-rows: also print the rows as JSON")
     ap.add_argument("--supervised-epochs", type=int, default=0,
                     help="also train the same encoder WITH labels for this many epochs and probe it frozen: the "
                          "upper reference for the pretrained row (100 epochs: about 11 min on 2 cores; 0 = skip)")
@@ -289,6 +296,13 @@ def main() -> None:
           f"linear {config.linear.epochs} epochs; threads {args.threads}")
     for note in notes:
         print("note:", note)
+    if args.protocol_rows:
+        from utd_protocols import protocol_rows
+
+        protocol_rows(cache_root, work, args.seeds, config.pretrain.epochs, args.finetune_epochs or config.finetune.epochs,
+                      linear_epochs, args.json)
+        print(f"total {time.perf_counter() - t0:.0f} s; runs in {work}")
+        return
 
     t1 = time.perf_counter()
     data = load_xsub(cache_root, config)

@@ -216,3 +216,15 @@ def test_init_starts_from_the_source_encoder(run: Path, recipe: Path, tmp_path: 
     assert refused.exit_code == 1 and not (tmp_path / "refused").exists()
     line = next(line for line in refused.output.splitlines() if line.startswith("Error:"))
     assert "has no ntu_kinect_25" in line and "kinectv2_25, smpl_24" in line and "ntu_kinect_25, smpl_24" in line
+
+
+def test_protocol_names_with_a_label_fraction() -> None:
+    from msclr.errors import MsclrError
+    from msclr.pipeline.config import parse_protocol, parse_protocols
+
+    assert parse_protocols("linear,scratch:0.10,semi:.1,scratch") == ("linear", "scratch:0.1", "semi:0.1", "scratch")
+    assert parse_protocol("scratch:0.1").fraction == 0.1 and not parse_protocol("scratch:0.1").pretrained
+    assert parse_protocol("semi:0.01").fraction == 0.01 and parse_protocol("semi:0.01").pretrained
+    for bad in ("linear:0.5", "scratch:1", "semi", "semi:x"):
+        with pytest.raises(MsclrError):
+            parse_protocol(bad)

@@ -37,7 +37,7 @@ else an automatic stratified 80/20 split (seeded, recorded in RUN/split/).
 \b
 Protocols (--protocol, comma-separated): linear = frozen encoder + linear classifiers (the paper's, default);
 finetune = encoder + heads trained with all labels; semi:P = the same on a class-balanced fraction P of the
-labels (semi:0.01, semi:0.1); scratch = the same network from random weights.  Each gives per-convention
+labels (semi:0.01, semi:0.1); scratch = the same network from random weights (scratch:P on a fraction P).  Each gives per-convention
 scores, the skeleton ensemble and the 3-stream fusion; `msclr predict` uses finetune when present.
 
 \b

@@ -230,7 +230,7 @@ class-balanced fraction P of the labels (``semi:P``); the same network trained f
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation protocol by name (``linear``, ``finetune``, ``semi:0.1``, ``scratch``)."""
+    """One evaluation protocol by name (``linear``, ``finetune``, ``semi:0.1``, ``scratch``, ``scratch:0.1``)."""
 
     name: str
 
@@ -240,8 +240,8 @@ class Protocol:
 
     @property
     def fraction(self) -> float:
-        """Fraction of the training labels used (1.0 except ``semi:P``)."""
-        return float(self.name.split(":", 1)[1]) if self.kind == "semi" else 1.0
+        """Fraction of the training labels used (1.0 except ``semi:P`` and ``scratch:P``)."""
+        return float(self.name.split(":", 1)[1]) if ":" in self.name else 1.0
 
     @property
     def pretrained(self) -> bool:
@@ -259,19 +259,19 @@ def parse_protocol(text: str) -> Protocol:
     kind, _, value = str(text).strip().partition(":")
     if kind not in PROTOCOL_KINDS:
         raise OptionError(f"unknown protocol {text!r}{closest(kind, PROTOCOL_KINDS)}; use linear, finetune, "
-                          "semi:P (P = fraction of the training labels, e.g. semi:0.1) or scratch.")
-    if kind != "semi":
+                          "semi:P (P = fraction of the training labels, e.g. semi:0.1), scratch or scratch:P.")
+    if kind not in ("semi", "scratch") or (kind == "scratch" and not value):
         if value:
-            raise OptionError(f"protocol {kind} takes no value (got {text!r}); only semi:P does.")
+            raise OptionError(f"protocol {kind} takes no value (got {text!r}); only semi:P and scratch:P do.")
         return Protocol(kind)
     try:
         fraction = float(value)
     except ValueError:
-        raise OptionError(f"protocol {text!r} needs the label fraction: semi:0.1 (10 %) or semi:0.01 (1 %).") from None
+        raise OptionError(f"protocol {text!r} needs the label fraction: {kind}:0.1 (10 %) or {kind}:0.01 (1 %).") from None
     if not 0.0 < fraction < 1.0:
         raise OptionError(f"protocol {text!r}: the label fraction must be between 0 and 1 (exclusive), e.g. "
-                          "semi:0.1; the full label set is the finetune protocol.")
-    return Protocol(f"semi:{fraction:g}")
+                          f"{kind}:0.1; the full label set is {'finetune' if kind == 'semi' else 'scratch'}.")
+    return Protocol(f"{kind}:{fraction:g}")
 
 
 def parse_protocols(items: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -143,7 +143,7 @@ def _finetuned(encoders: Mapping[str, dict[str, Any]], ev: EvalSet, config: Trai
 
     protocol, tr, te = result.protocol, ev.train, ev.test
     arrays, labels = tr.arrays, tr.labels
-    if protocol.kind == "semi":  # only these clips: no other label (and no other clip) is seen
+    if protocol.fraction < 1.0:  # semi:P / scratch:P: only these clips, no other label (and no other clip) is seen
         keep = label_subset(tr.labels, protocol.fraction, config.finetune.seed)
         result.train_names = [tr.names[i] for i in keep]
         arrays, labels = {c: a[keep] for c, a in tr.arrays.items()}, tr.labels[keep]
