@@ -271,3 +271,15 @@ def test_utd_mhad_with_a_16_joint_subset_convention(shared_data: Path, tmp_path:
     assert cache.splits == data["split"]
     plan = MergePlan(cache, ["utd_16"])
     assert plan.decide(names[0])[0] == "done"
+    # a 1-epoch two-convention run on the clips that hold both (the clip left out of utd_16 is not used)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("[data]\nlength = 16\n[model]\nhidden_channels = 4\nhidden_dim = 8\nfeature_dim = 8\n"
+                      "queue_size = 64\n[pretrain]\nbatch_size = 64\n[linear]\nepochs = 2\n")
+    run = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(out), "--out", str(run), "--config", str(recipe), "--skeletons",
+                                 f"kinect_v1_20,{definition}", "--split", "xsub", "--epochs", "1", "--device", "cpu",
+                                 "--no-tensorboard", "-q", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    run_info = json.loads((run / "run.json").read_text())
+    assert run_info["conventions"] == ["kinect_v1_20", "utd_16"]
+    assert run_info["split"]["train_clips"] + run_info["split"]["test_clips"] == 860
