@@ -34,16 +34,9 @@ lr = 1.0
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory) -> Path:
     """A cache written through CacheWriter: synthetic clips in two conventions, xsub splits, class names."""
-    from msclr.pipeline.cache import CacheWriter, Clip
-    from msclr.pipeline.datasets.synthetic import ACTIONS, make_dataset, subject_splits
+    from tiny_runs import write_cache
 
-    root = tmp_path_factory.mktemp("cache") / "cache"
-    samples = make_dataset(CONVS, samples_per_class=8, subjects=4, seed=0)
-    with CacheWriter(root, list(CONVS), max_persons=1, classes=list(ACTIONS)) as writer:
-        for s in samples:
-            writer.add(Clip(s.name, poses=s.poses, label=s.label, subject=s.subject, extractor="synthetic"))
-        writer.set_splits(subject_splits(samples))
-    return root
+    return write_cache(tmp_path_factory.mktemp("cache") / "cache", CONVS)
 
 
 def _train(cache: Path, out: Path, recipe: Path, *extra: str):
