@@ -246,24 +246,24 @@ def test_unknown_split_and_convention_suggest_the_closest(cache: Path, recipe: P
         get_skeleton("blazepose33")
 
 
-def test_run_folder_records_status_and_old_files_still_read(tmp_path: Path) -> None:
+def test_run_folder_records_status_and_refuses_files_of_other_layouts(tmp_path: Path) -> None:
     import torch
 
+    from msclr.errors import CheckpointError
     from msclr.pipeline.rundir import ModelFile, RunInfo, RunStatus
 
     assert RunStatus.INTERRUPTED == "interrupted"
-    legacy = {"conventions": ["smpl_24"], "skeletons": {}, "model_config": {},
-              "streams": {"joint": {"encoder": {"w": torch.ones(2)}, "classifiers": {}}}}
-    model = ModelFile.from_state(legacy)
-    assert list(model.protocols) == ["linear"] and torch.equal(model.pretrained["joint"]["w"], torch.ones(2))
+    older = {"conventions": ["smpl_24"], "skeletons": {}, "model_config": {},
+             "streams": {"joint": {"encoder": {"w": torch.ones(2)}, "classifiers": {}}}}
+    with pytest.raises(CheckpointError, match="incomplete"):
+        ModelFile.from_state(older)  # a layout that never shipped (before protocols): refused, not guessed
     from test_rundir import _info
 
     data = _info().to_dict()
+    assert RunInfo.from_dict(data).interrupted().status == "interrupted"
     data.pop("protocols")
-    del data["split"]["automatic"]
-    info = RunInfo.from_dict(data)
-    assert info.protocols == ["linear"] and info.split.automatic is False
-    assert info.interrupted().status == "interrupted"
+    with pytest.raises(CheckpointError, match="damaged or incomplete"):
+        RunInfo.from_dict(data)
 
 
 def test_evaluation_protocols_in_recipes() -> None:

@@ -195,7 +195,8 @@ class RunInfo(Mapping[str, Any]):
                 split=SplitInfo(**data["split"]), model=dict(data["model"]),
                 ensemble_mode=str(data["ensemble_mode"]), fusion=Fusion(**data["fusion"]),
                 skeletons=dict(data["skeletons"]), config=dict(data["config"]), cache=str(data["cache"]),
-                protocols=list(data.get("protocols", ["linear"])), status=str(data["status"]), created=str(data["created"]), finished=data.get("finished"),
+                protocols=list(data["protocols"]), status=str(data["status"]), created=str(data["created"]),
+                finished=data.get("finished"),
                 msclr_version=str(data["msclr_version"]),
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -270,17 +271,11 @@ class ModelFile:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, origin: str = "model.pt") -> ModelFile:
-        """Type a loaded checkpoint payload; :class:`CheckpointError` names a missing part.  A payload written
-        before protocols existed (``streams`` at the top) reads as the ``linear`` protocol."""
+        """Type a loaded checkpoint payload; :class:`CheckpointError` names a missing part."""
         try:
-            if "protocols" in state:
-                protocols = {p: {s: StreamWeights(dict(w["encoder"]), dict(w["classifiers"])) for s, w in streams.items()}
-                             for p, streams in state["protocols"].items()}
-                pretrained = {s: dict(e) for s, e in state.get("pretrained", {}).items()}
-            else:
-                streams = {s: StreamWeights(dict(p["encoder"]), dict(p["classifiers"])) for s, p in state["streams"].items()}
-                protocols = {DEFAULT_PROTOCOL: streams}
-                pretrained = {s: w.encoder for s, w in streams.items()}
+            protocols = {p: {s: StreamWeights(dict(w["encoder"]), dict(w["classifiers"])) for s, w in streams.items()}
+                         for p, streams in state["protocols"].items()}
+            pretrained = {s: dict(e) for s, e in state["pretrained"].items()}
             return cls(conventions=list(state["conventions"]), skeletons=dict(state["skeletons"]),
                        model_config=dict(state["model_config"]), protocols=protocols, pretrained=pretrained)
         except (KeyError, TypeError, AttributeError) as err:
