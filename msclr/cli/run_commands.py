@@ -298,7 +298,7 @@ def _check_predict_usage(ctx: click.Context, clip: str | None) -> bool:
               help="CPU threads for torch [default: the idle cores, from the load average].")
 @user_errors
 def demo(out: str | None, device: str, seed: int, no_baseline: bool, threads: int | None) -> None:
-    """Synthetic end-to-end tour on CPU: no downloads, no data, under a minute (38 s measured).
+    """Synthetic end-to-end tour on CPU: no downloads, no data, under a minute (18-26 s measured).
 
     Generates a small SYNTHETIC action set (6 classes of procedural motions in ntu_kinect_25 + smpl_24),
     caches it, runs MS-AimCLR pretraining, linear evaluation and the skeleton ensemble through the code of
