@@ -371,8 +371,7 @@ def print_metrics(metrics: Mapping[str, Any]) -> None:
         table.add_row(*cells)
     info = metrics.get("protocol", {})
     if info:
-        table.caption = (f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
-                         f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}")
+        table.caption = _split_caption(info)
     console().print(table)
 
 
@@ -433,6 +432,12 @@ def print_demo(result: Any, out: Any = None) -> None:
     out.print(f"  msclr predict VIDEO --model {result.run}   # MeTRAbs: kinectv2_25 stands in for ntu_kinect_25")
 
 
+def _split_caption(info: Mapping[str, Any]) -> str:
+    """The test clips, classes and split of a metrics ``protocol`` section, for a table caption."""
+    return (f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
+            f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}")
+
+
 def _protocol_caption(name: str, section: Mapping[str, Any]) -> str:
     """One phrase per protocol for the table caption."""
     info = section.get("protocol", {})
@@ -463,9 +468,7 @@ def print_protocol_metrics(metrics: Mapping[str, Any]) -> None:
                       f"{row['top1']:.2f}", f"{row['top5']:.2f}")
         last = row["protocol"]
     info = next(iter(sections.values())).get("protocol", {})
-    table.caption = "\n".join([f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
-                                f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}",
-                                *(_protocol_caption(n, sec) for n, sec in sections.items())])
+    table.caption = "\n".join([_split_caption(info), *(_protocol_caption(n, sec) for n, sec in sections.items())])
     console().print(table)
 
 

@@ -34,3 +34,20 @@ class ExtractionError(MsclrError):
 
 class CheckpointError(MsclrError):
     """A training run or checkpoint that is missing, foreign or unsafe."""
+
+
+def closest_match(name: object, choices: object) -> str | None:
+    """The closest of ``choices`` to ``name`` (difflib, cutoff 0.6), or None."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)  # type: ignore[attr-defined]
+    return match[0] if match else None
+
+
+def closest(name: object, choices: object, *, quote: bool = False) -> str:
+    """`` (did you mean X?)`` for :func:`closest_match`, or ``""``; ``quote`` writes X as a Python literal
+    (``'xsub'``).  Every "unknown name" message uses this."""
+    match = closest_match(name, choices)
+    if match is None:
+        return ""
+    return f" (did you mean {match!r}?)" if quote else f" (did you mean {match}?)"

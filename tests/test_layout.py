@@ -62,7 +62,7 @@ def test_train_evaluate_info_help_do_not_import_tensorflow(tmp_path: Path) -> No
     assert "tensorflow modules: []" in out
 
 
-def test_inference_never_imports_training_code(tmp_path: Path) -> None:
+def test_inference_never_imports_training_code() -> None:
     out = _run_python("""
         import sys
         import msclr.pipeline.predict, msclr.pipeline.rundir, msclr.models.build, msclr.pipeline.preprocess

@@ -71,9 +71,13 @@ def test_class_folders_to_a_fine_tuned_prediction(shared_data: Path, tmp_path: P
     recipe.write_text(TINY_RECIPE)
     trained = _invoke("train", str(cache), "--out", str(run), "--config", str(recipe), "--skeletons", "blazepose_33",
                       "--protocol", "linear,finetune", "--device", "cpu", "--no-tensorboard", "-q", "--threads", "1")
-    assert "split" in trained.output.lower()  # the automatic split is announced
+    text = " ".join(trained.output.split())  # progress lines may wrap
+    assert "the cache has no split: made a stratified 80/20 split" in text  # the automatic split is announced
     run_info = json.loads((run / "run.json").read_text())
     assert run_info["split"]["automatic"] and run_info["status"] == "complete"
+    train_names, test_names = ((run / "split" / f"{side}.txt").read_text().split() for side in ("train", "test"))
+    assert train_names and test_names and not set(train_names) & set(test_names)  # the split is recorded
+    assert len(train_names) + len(test_names) <= info["clips"]
 
     metrics = json.loads(_invoke("evaluate", str(run), "--json").stdout)
     assert "streams" in metrics and "finetune" in metrics["protocols"]  # linear at the top, finetune beside it

@@ -70,8 +70,9 @@ def _first(held):
 # ----------------------------------------------------------------------------- predict_skeletons
 def test_predict_skeletons_matches_trained_run(trained) -> None:
     from msclr.pipeline.datasets.synthetic import ACTIONS
-    from msclr.pipeline.predict import open_run, predict_skeletons
+    from msclr.pipeline.predict import predict_skeletons
     from msclr.pipeline.preprocess import preprocess_clip
+    from msclr.pipeline.trained import open_run
 
     run, _, held = trained
     name, (label, poses) = _first(held)
@@ -158,7 +159,8 @@ def test_kinectv2_serves_ntu_model_index_for_index(trained) -> None:
 
 def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
     from msclr.models.fusion import softmax
-    from msclr.pipeline.predict import open_run, predict_skeletons
+    from msclr.pipeline.predict import predict_skeletons
+    from msclr.pipeline.trained import open_run
 
     run, _, held = trained
     _, (_, poses) = _first(held)
@@ -182,7 +184,8 @@ def test_logits_mode_is_softmaxed_for_display(trained, tmp_path: Path) -> None:
 
 def test_stream_fusion_probabilities_are_a_weighted_mean(trained) -> None:
     """Three streams in softmax mode: the fused 0.6/0.6/0.4 score is normalised to sum to 1."""
-    from msclr.pipeline.predict import TrainedRun, open_run, predict_skeletons
+    from msclr.pipeline.predict import predict_skeletons
+    from msclr.pipeline.trained import TrainedRun, open_run
 
     run, _, held = trained
     _, (_, poses) = _first(held)
@@ -251,7 +254,7 @@ def test_copied_run_predicts_without_its_cache(trained, tmp_path: Path) -> None:
 
 
 def test_run_folder_errors(trained, tmp_path: Path) -> None:
-    from msclr.pipeline.predict import open_run
+    from msclr.pipeline.trained import open_run
 
     run, _, _ = trained
     with pytest.raises(CheckpointError, match="does not exist"):

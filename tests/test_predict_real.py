@@ -96,8 +96,8 @@ def test_predict_real_clip_with_mediapipe(shared_data: Path, tmp_path: Path) -> 
     # training's preprocessing, the run's frozen encoder and linear classifier applied directly, numpy softmax
     # (one convention and one stream: no ensemble, no fusion).
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.predict import open_run
     from msclr.pipeline.preprocess import preprocess_clip
+    from msclr.pipeline.trained import open_run
 
     stored = Cache(extracted).clip("ta_chi")
     assert stored.frames == 300

@@ -98,8 +98,9 @@ def test_every_protocol_reports_ensemble_and_fusion(run: Path) -> None:
 def test_predict_uses_the_finetuned_model(run: Path, cache: Path) -> None:
     from msclr.models.fusion import topk_accuracy
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.predict import load_run, predict_skeletons
+    from msclr.pipeline.predict import predict_skeletons
     from msclr.pipeline.preprocess import preprocess_cache
+    from msclr.pipeline.trained import load_run
 
     assert load_run(run).protocol == "finetune"  # preferred over linear and semi
     c = Cache(cache)
@@ -178,8 +179,8 @@ def test_semi_trains_on_the_balanced_subset_and_no_other_label(cache: Path, reci
 
 
 def test_scratch_pretrains_nothing(cache: Path, recipe: Path, tmp_path: Path) -> None:
-    from msclr.pipeline.predict import load_run
     from msclr.pipeline.rundir import RunFolder
+    from msclr.pipeline.trained import load_run
 
     out = tmp_path / "run"
     result = train(cache, out, recipe, "--split", "xsub", "--protocol", "scratch")

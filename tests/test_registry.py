@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -77,12 +78,16 @@ def test_tensorflow_starts_quietly_unless_verbose() -> None:
         import os
         os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         from msclr.extractors.tensorflow_env import import_tensorflow
+        import logging
         tf = import_tensorflow(verbose={verbose})
         tf.constant([1.0]) + 1.0
-        print("imported")
+        print("imported", os.environ.get("TF_CPP_MIN_LOG_LEVEL"), logging.getLogger("tensorflow").level)
     """
     loud, quiet = _run(code.format(verbose=True)), _run(code.format(verbose=False))
     assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr + quiet.stderr
-    assert quiet.stdout.strip() == "imported" and quiet.stderr.strip() == ""
+    assert quiet.stdout.strip() == f"imported 3 {logging.ERROR}" and quiet.stderr.strip() == ""
+    # The settings themselves, checked even where this TensorFlow build prints nothing either way.
+    printed, level, logger_level = loud.stdout.split()
+    assert printed == "imported" and level != "3" and logger_level == str(logging.NOTSET)
     if not loud.stderr.strip():
         pytest.skip("this TensorFlow build prints nothing at start-up, so quietness cannot be told apart")

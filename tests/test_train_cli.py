@@ -63,8 +63,8 @@ def test_train_evaluate_predict_files(tiny_cache: Path, tmp_path: Path, monkeypa
     from msclr.files import load_checkpoint
     from msclr.models.fusion import topk_accuracy
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.predict import load_run
     from msclr.pipeline.preprocess import preprocess_cache
+    from msclr.pipeline.trained import load_run
 
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE)
@@ -130,8 +130,8 @@ def test_axis_input_norm_run_round_trips(tiny_cache: Path, tmp_path: Path) -> No
     from msclr.models.fusion import topk_accuracy
     from msclr.models.stgcn import AxisBatchNorm
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.predict import load_run
     from msclr.pipeline.preprocess import preprocess_cache
+    from msclr.pipeline.trained import load_run
 
     recipe = tmp_path / "axis.toml"
     recipe.write_text(TINY_RECIPE.replace("[model]\n", '[model]\ninput_norm = "axis"\n'))

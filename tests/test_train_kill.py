@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import TINY_RECIPE
 
 from msclr.files import load_checkpoint
 
@@ -29,22 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONVS = ("kinectv2_25", "smpl_24")
 EPOCHS = 4  # --epochs 4 stretches the paper's schedule: lr step after epoch 3, mining from epoch 3
 SEED = 6  # picks the kill points: step 2 (of 3) of epoch 2, then (resumed) the write of epoch 3's checkpoint
-RECIPE = """
-[data]
-skeletons = ["kinectv2_25", "smpl_24"]
-length = 16
-[model]
-hidden_channels = 4
-hidden_dim = 16
-feature_dim = 8
-queue_size = 32
-[pretrain]
-batch_size = 8
-checkpoint_every = 1
-[linear]
-batch_size = 16
-lr = 1.0
-"""
+RECIPE = TINY_RECIPE.replace("batch_size = 16\ncheckpoint_every", "batch_size = 8\ncheckpoint_every")
+"""tiny_runs' recipe with pretraining in batches of 8 (more steps per epoch to kill at)."""
 WAIT_S = 120  # a stuck subprocess fails the test instead of hanging it
 
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from msclr.errors import MsclrError
+from msclr.errors import MsclrError, closest
 
 STREAMS = ("joint", "motion", "bone")
 """The three input streams, each a separately pretrained model (no cross-stream loss)."""
@@ -46,14 +46,6 @@ class ConfigError(MsclrError):
 
 class OptionError(ConfigError):
     """A command-line option value that is malformed or names nothing msclr knows (a usage error: exit 2)."""
-
-
-def closest(name: str, choices: Any) -> str:
-    """`` (did you mean X?)`` for the closest of ``choices`` to ``name`` (difflib), or ``""``."""
-    import difflib
-
-    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
 
 
 @dataclass(frozen=True)
@@ -468,6 +460,6 @@ from msclr.recipes import (  # noqa: E402
 __all__ = [
     "STREAMS", "PAIR_MODES", "SCORE_MODES", "PROTOCOL_KINDS", "ConfigError", "OptionError", "DataConfig",
     "ModelConfig", "PretrainConfig", "LinearConfig", "FinetuneConfig", "EvaluationConfig", "FusionConfig",
-    "TrainConfig", "Protocol", "closest", "config_from_dict", "load_recipe", "parse_protocol", "parse_protocols",
+    "TrainConfig", "Protocol", "config_from_dict", "load_recipe", "parse_protocol", "parse_protocols",
     "recipe_names", "resolve_config", "skeleton_names", "to_toml", "from_json_dict",
 ]

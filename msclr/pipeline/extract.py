@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,6 @@ from msclr.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
 
-FAILURE_STATUSES = (ClipStatus.DECODE_ERROR, ClipStatus.EMPTY, ClipStatus.UNREADABLE, ClipStatus.NO_PERSON,
-                    ClipStatus.ERROR)
 MAX_CONSECUTIVE_ERRORS = 5
 
 
@@ -321,12 +320,12 @@ def _process(pending: Sequence[tuple[VideoJob, Decision]], writer: CacheWriter,
             extractor.close()
 
 
-def _cache_classes(out: str | Path) -> list[str] | None:
-    """The class names of the cache at ``out`` (None: no cache yet, or none stored)."""
+def _existing_manifest(out: str | Path) -> dict[str, Any]:
+    """The manifest of the cache at ``out`` ({} when it is not a cache yet)."""
     try:
-        return read_manifest(Path(out)).get("classes")
+        return read_manifest(Path(out))
     except MsclrError:
-        return None
+        return {}
 
 
 def _run(jobs: Sequence[VideoJob], all_jobs: Sequence[VideoJob], writer: CacheWriter,
@@ -381,11 +380,12 @@ def extract_videos(
     progress = progress or ExtractProgress()
     t0 = time.perf_counter()
     inputs = list(inputs)
+    existing = _existing_manifest(out)
     all_jobs, classes, label_source = label_jobs(plan_jobs(find_videos(inputs)), inputs, opts.labels,
-                                                 _cache_classes(out))
+                                                 existing.get("classes"))
     jobs, writer_id = select_shard(all_jobs, opts.shard)
     summary = ExtractSummary(label_source=label_source)
-    before = _cache_conventions(out)
+    before = list(existing.get("skeletons", ()))
     rows: dict[str, SummaryRow] = {}
     try:
         with CacheWriter(out, list(conventions), max_persons=opts.max_persons, classes=classes,
@@ -409,13 +409,5 @@ def extract_videos(
     return summary
 
 
-def _cache_conventions(out: str | Path) -> list[str]:
-    """The conventions of the cache at ``out`` ([] when it is not a cache yet)."""
-    try:
-        return list(read_manifest(Path(out))["skeletons"])
-    except MsclrError:
-        return []
-
-
-__all__ = ["FAILURE_STATUSES", "MAX_CONSECUTIVE_ERRORS", "ExtractOptions", "ExtractProgress", "ExtractSummary",
+__all__ = ["MAX_CONSECUTIVE_ERRORS", "ExtractOptions", "ExtractProgress", "ExtractSummary",
            "SummaryRow", "extract_video", "extract_videos"]

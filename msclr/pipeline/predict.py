@@ -54,7 +54,7 @@ from msclr.errors import CacheError, ExtractionError, MsclrError
 from msclr.extractors.registry import SERVED_BY, serving_plan, substitute_compatible
 from msclr.pipeline.cache import ClipStatus
 from msclr.pipeline.rundir import RunInfo
-from msclr.pipeline.trained import TrainedRun, choose_protocol, load_run, open_run
+from msclr.pipeline.trained import TrainedRun, open_run
 from msclr.skeletons import Skeleton
 
 
@@ -267,8 +267,8 @@ def _display_probabilities(info: RunInfo, streams: list[str], final: np.ndarray,
 # ----------------------------------------------------------------------------- from stored skeletons
 def _cache_clip(cache_path: str | Path, clip: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Poses (every convention the clip holds) and provenance of one cache clip."""
+    from msclr.errors import closest
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.config import closest
 
     cache = Cache(cache_path)
     if clip not in cache:
@@ -288,8 +288,7 @@ def _pyskl_clip(path: str | Path, clip: str, trained: TrainedRun, skeleton: str 
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Poses and provenance of one sample of a pyskl annotation pickle, read as ``skeleton`` (default: the first
     of the run's conventions the file's keypoints fit)."""
-    from msclr.errors import ImportFormatError, UnsafePickleError
-    from msclr.pipeline.config import closest
+    from msclr.errors import ImportFormatError, UnsafePickleError, closest
     from msclr.pipeline.datasets.pyskl import annotation_to_clip, read_annotations
     from msclr.skeletons import get_skeleton
 
@@ -461,5 +460,4 @@ def predict_video(video: str | Path, run: str | Path | Any, *, extractor: str = 
     return prediction
 
 
-__all__ = ["NoPersonError", "Prediction", "TrainedRun", "choose_protocol", "load_run", "open_run",
-           "predict_skeletons", "predict_stored", "predict_video"]
+__all__ = ["NoPersonError", "Prediction", "predict_skeletons", "predict_stored", "predict_video"]

@@ -181,7 +181,7 @@ def _open_data(cache_path: str | Path, config: TrainConfig, folder: RunFolder, c
     (``--init``); returns the cache, the configuration as the run records it, the skeletons, the split and the
     ``--init`` encoders (None without ``--init``).  Nothing is written."""
     from msclr.pipeline.cache import Cache
-    from msclr.pipeline.training.transfer import init_encoders, source_model
+    from msclr.pipeline.training.transfer import init_encoders, read_source, source_model
 
     cache = Cache(cache_path)
     conventions = _conventions(cache, config, cache_conventions, say)
@@ -191,8 +191,9 @@ def _open_data(cache_path: str | Path, config: TrainConfig, folder: RunFolder, c
     config = replace(config, data=data)
     initial = None
     if config.pretrain.init:
-        initial = init_encoders(config.pretrain.init, skeletons, list(config.data.streams))
-        model, changed = source_model(config.pretrain.init, config.model)
+        source, stored = read_source(config.pretrain.init)
+        initial = init_encoders(source, stored, skeletons, list(config.data.streams))
+        model, changed = source_model(stored, config.model)
         if changed:
             say(f"--init: the encoder keeps the sizes of {config.pretrain.init} ({', '.join(changed)})")
         config = replace(config, model=model)

@@ -114,7 +114,8 @@ def choose_protocol(available: list[str], requested: str | None = None) -> str:
     Raises:
         MsclrError: ``requested`` is not a protocol of the run (the message lists the run's).
     """
-    from msclr.pipeline.config import closest, parse_protocol
+    from msclr.errors import closest
+    from msclr.pipeline.config import parse_protocol
 
     if requested is not None:
         name = parse_protocol(requested).name
@@ -137,16 +138,20 @@ def load_run(run: str | Path, *, device: str = "cpu", protocol: str | None = Non
     """Load a run folder's ``run.json`` and ``model.pt`` (``weights_only=True``) and rebuild the frozen
     encoders and classifiers of ``protocol`` (default: :func:`choose_protocol`; see :func:`open_run` for the
     checks made before)."""
+    folder = RunFolder(run)
+    return _load(folder, folder.read_info(), device, protocol)
+
+
+def _load(folder: RunFolder, info: RunInfo, device: str, protocol: str | None) -> TrainedRun:
+    """:func:`load_run` given the run's ``run.json`` already read."""
     import torch
 
     from msclr.models.build import build_encoder
     from msclr.pipeline.config import config_from_dict
 
-    folder = RunFolder(run)
-    info = folder.read_info()
     model = folder.read_model()
     chosen = choose_protocol(list(model.protocols), protocol)
-    skeletons = {name: Skeleton.from_dict(d, origin=f"{run}/model.pt") for name, d in model.skeletons.items()}
+    skeletons = {name: Skeleton.from_dict(d, origin=str(folder.model)) for name, d in model.skeletons.items()}
     model_cfg = config_from_dict({"model": model.model_config}).model
     encoders, classifiers = {}, {}
     for stream, weights in model.protocols[chosen].items():
@@ -170,8 +175,7 @@ def open_run(run: str | Path, *, device: str = "cpu", protocol: str | None = Non
             pickle-free msclr checkpoint (refused before anything in it is executed).
     """
     folder = RunFolder(run)
-    folder.read_finished("--model")
-    return load_run(folder.root, device=device, protocol=protocol)
+    return _load(folder, folder.read_finished("--model"), device, protocol)
 
 
 __all__ = ["PREFERENCE", "TrainedRun", "choose_protocol", "load_run", "open_run"]

@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msclr.errors import closest
+
 if TYPE_CHECKING:
     from msclr.pipeline.config import TrainConfig
 
@@ -99,7 +101,7 @@ def _recipe_text(name_or_path: str | Path) -> tuple[str, str]:
     if as_path:
         raise cfg.OptionError(f"recipe file {path} not found; give an existing .toml file or one of: "
                           f"{', '.join(recipe_names())}.")
-    raise cfg.OptionError(f"unknown recipe {text!r}{cfg.closest(text, recipe_names())}; packaged recipes: "
+    raise cfg.OptionError(f"unknown recipe {text!r}{closest(text, recipe_names())}; packaged recipes: "
                       f"{', '.join(recipe_names())} (or give the path of a .toml file).")
 
 

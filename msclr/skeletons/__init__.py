@@ -38,7 +38,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from msclr.errors import SkeletonError
+from msclr.errors import SkeletonError, closest_match
 from msclr.skeletons.files import derive_flip, parse_definition, parse_stored_json, read_definition_file
 from msclr.skeletons.layouts import ALIASES, BUILTIN_LAYOUTS, Edge, Layout
 
@@ -262,10 +262,8 @@ def get_skeleton(name: str | Skeleton) -> Skeleton:
         return SKELETONS[key]
     if name.endswith((".toml", ".json")):
         return load_skeleton_file(name)
-    import difflib
-
-    close = difflib.get_close_matches(name, [*SKELETONS, *ALIASES], n=1)
-    hint = f" (did you mean {ALIASES.get(close[0], close[0])}?)" if close else ""
+    match = closest_match(name, [*SKELETONS, *ALIASES])
+    hint = f" (did you mean {ALIASES.get(match, match)}?)" if match else ""
     raise SkeletonError(
         f"unknown skeleton {name!r}{hint}; built-in skeletons: {', '.join(SKELETONS)} "
         "(or give the path of a .toml / .json definition)"

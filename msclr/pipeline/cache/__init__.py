@@ -27,7 +27,7 @@ h5py is imported lazily (``msclr --help`` must stay fast).
 """
 
 from msclr.pipeline.cache.clip import Clip, ClipStatus
-from msclr.pipeline.cache.diskio import atomic_write_text, disk_error_reason
+from msclr.pipeline.cache.diskio import disk_error_reason
 from msclr.pipeline.cache.manifest import (
     AXES,
     FORMAT,
@@ -61,7 +61,6 @@ __all__ = [
     "Decision",
     "MergePlan",
     "VerifyReport",
-    "atomic_write_text",
     "disk_error_reason",
     "read_manifest",
 ]

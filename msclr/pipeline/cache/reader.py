@@ -11,7 +11,6 @@ of the size but writes ~3.5x and reads ~3-4x slower, so the default is no compre
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections import Counter
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from msclr.errors import CacheError
+from msclr.errors import CacheError, closest_match
 from msclr.pipeline.cache import seal as segment_seal
 from msclr.pipeline.cache.clip import INT_FIELDS, STR_FIELDS, Clip, ClipStatus
 from msclr.pipeline.cache.index import SegmentIndex
@@ -136,8 +135,8 @@ class Cache:
 
     def _check_convention(self, convention: str) -> None:
         if convention not in self.skeletons:
-            close = difflib.get_close_matches(str(convention), list(self.skeletons), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            match = closest_match(convention, self.skeletons)
+            hint = f"did you mean {match!r}? " if match else ""
             raise CacheError(
                 f"cache {self.root} has no convention {convention!r}; {hint}it has {', '.join(self.skeletons)}"
             )

@@ -21,13 +21,12 @@ error before anything is extracted, naming the file and line.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from msclr.errors import MsclrError
+from msclr.errors import MsclrError, closest
 
 
 @dataclass
@@ -62,8 +61,7 @@ def _resolve_names(names: Sequence[str], known: Sequence[str] | None, where: Seq
     index = {c: i for i, c in enumerate(classes)}
     for name, place in zip(names, where, strict=True):
         if name not in index:
-            close = difflib.get_close_matches(name, classes, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = closest(name, classes, quote=True)
             raise MsclrError(f"{place}: class {name!r} is not one of the cache's {len(classes)} class names{hint}; "
                              "use one of them, or extract into a new cache")
     return [index[n] for n in names], classes

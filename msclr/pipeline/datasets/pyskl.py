@@ -16,7 +16,6 @@ Reading goes through :mod:`msclr.pipeline.datasets.safe_pickle`, never plain ``p
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import pickle
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msclr.errors import ImportFormatError, MsclrError
+from msclr.errors import ImportFormatError, MsclrError, closest
 from msclr.pipeline.datasets.ntu import parse_ntu_name
 from msclr.pipeline.datasets.safe_pickle import safe_load
 from msclr.skeletons import Skeleton, available_skeletons, get_skeleton
@@ -300,8 +299,7 @@ def resolve_convention(cache: Cache, skeleton: str | None) -> str:
         return next(iter(cache.skeletons))
     if skeleton in cache.skeletons:
         return skeleton
-    close = difflib.get_close_matches(skeleton, list(cache.skeletons), n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    hint = closest(skeleton, cache.skeletons)
     try:
         resolved = get_skeleton(skeleton).name
     except MsclrError:
@@ -326,8 +324,7 @@ def cache_to_annotations(
     for prefix in split_prefixes:
         if not any(key.startswith(prefix) for key in cache.splits):
             families = {key.rsplit("_", 1)[0] for key in cache.splits}
-            close = difflib.get_close_matches(prefix, sorted(families | set(cache.splits)), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = closest(prefix, sorted(families | set(cache.splits)), quote=True)
             raise MsclrError(f"no split of cache {cache.root} starts with {prefix!r}{hint}; its splits: "
                              f"{', '.join(cache.splits) or 'none'}")
     names = cache.names_with([convention])

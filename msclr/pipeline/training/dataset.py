@@ -60,7 +60,7 @@ def split_families(splits: dict[str, list[str]]) -> list[str]:
 
 def resolve_split(splits: dict[str, list[str]], split: str) -> tuple[str, str]:
     """``(train_split, test_split)`` names for a split family / name; :class:`MsclrError` listing what exists."""
-    from msclr.pipeline.config import closest
+    from msclr.errors import closest
 
     available = sorted(splits)
     families = sorted({s[: -len("_train")] for s in available if s.endswith("_train")})
@@ -68,7 +68,7 @@ def resolve_split(splits: dict[str, list[str]], split: str) -> tuple[str, str]:
             "the cache has no splits.json; write splits with the importer (msclr import ... writes NTU/pyskl "
             "splits) or CacheWriter.set_splits")
     if not split:
-        pairs = [f for f in families if any(f + t in splits for t in TEST_SUFFIXES)]
+        pairs = split_families(splits)
         if len(pairs) == 1:
             split = pairs[0]
         else:
@@ -84,7 +84,7 @@ def resolve_split(splits: dict[str, list[str]], split: str) -> tuple[str, str]:
 
 def check_conventions(cache_skeletons: dict[str, Skeleton], conventions: Sequence[str]) -> list[Skeleton]:
     """The cache's definitions of ``conventions``; :class:`CacheError` naming the missing ones."""
-    from msclr.pipeline.config import closest
+    from msclr.errors import closest
 
     missing = [c for c in conventions if c not in cache_skeletons]
     if missing:

@@ -23,25 +23,27 @@ ENCODER_KEYS = ("hidden_channels", "hidden_dim", "feature_dim", "dropout", "edge
 """``[model]`` keys that shape the encoder: a run started from another takes them from it."""
 
 
-def _source(source: str | Path) -> tuple[RunFolder, Any]:
-    """The source run folder and its ``model.pt``; :class:`CheckpointError` unless it is a finished run."""
+def read_source(source: str | Path) -> tuple[RunFolder, Any]:
+    """The source run folder and its ``model.pt`` (read once, for :func:`source_model` and :func:`init_encoders`);
+    :class:`CheckpointError` unless it is a finished run."""
     folder = RunFolder(source)
     folder.read_finished("--init")
     return folder, folder.read_model()
 
 
-def source_model(source: str | Path, model: Any) -> tuple[Any, list[str]]:
-    """``model`` (a :class:`~msclr.pipeline.config.ModelConfig`) with the source run's encoder sizes, and the
-    ``key old -> new`` changes made."""
-    _, stored = _source(source)
+def source_model(stored: Any, model: Any) -> tuple[Any, list[str]]:
+    """``model`` (a :class:`~msclr.pipeline.config.ModelConfig`) with the encoder sizes of the source run's
+    ``model.pt`` ``stored`` (:func:`read_source`), and the ``key old -> new`` changes made."""
     known = {f.name for f in fields(model)}
     updates = {k: stored.model_config[k] for k in ENCODER_KEYS if k in stored.model_config and k in known}
     changed = [f"{k} {getattr(model, k)!r} -> {v!r}" for k, v in updates.items() if getattr(model, k) != v]
     return replace(model, **updates), changed
 
 
-def init_encoders(source: str | Path, skeletons: Mapping[str, Skeleton], streams: list[str]) -> dict[str, dict[str, Any]]:
-    """Stream -> the source's pretrained encoder state for the conventions of ``skeletons``.
+def init_encoders(folder: RunFolder, stored: Any, skeletons: Mapping[str, Skeleton],
+                  streams: list[str]) -> dict[str, dict[str, Any]]:
+    """Stream -> the source's pretrained encoder state for the conventions of ``skeletons`` (``folder`` and
+    ``stored``: :func:`read_source`).
 
     Raises:
         CheckpointError: the source lacks a convention or a stream (both lists named), defines a convention
@@ -49,7 +51,6 @@ def init_encoders(source: str | Path, skeletons: Mapping[str, Skeleton], streams
     """
     from msclr.models.build import convention_state
 
-    folder, stored = _source(source)
     conventions = list(skeletons)
     missing = [c for c in conventions if c not in stored.conventions]
     if missing:
@@ -70,4 +71,4 @@ def init_encoders(source: str | Path, skeletons: Mapping[str, Skeleton], streams
     return {s: convention_state(stored.pretrained[s], conventions) for s in streams}
 
 
-__all__ = ["ENCODER_KEYS", "init_encoders", "source_model"]
+__all__ = ["ENCODER_KEYS", "init_encoders", "read_source", "source_model"]
