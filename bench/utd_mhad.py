@@ -17,11 +17,14 @@ What it does (all through msclr's library, no shortcuts):
    With ``--supervised-epochs N``, also the upper reference: the same encoder trained with labels, then
    frozen and probed the same way (:func:`supervised_ceiling`).
 3. ``msclr train`` on the cache (:func:`msclr.pipeline.train.train_run`, the CLI's code path) with the
-   ``cpu_small`` recipe: multi-skeleton MS-AimCLR pretraining on both conventions, then linear evaluation of
-   each convention and the skeleton ensemble (last epoch, test split).
+   recipe of ``--config`` / ``--recipe`` (default ``cpu_small``): multi-skeleton MS-AimCLR pretraining on both
+   conventions, then linear evaluation of each convention and the skeleton ensemble (last epoch, test split).
 
-Targets (task brief): pretrained >= 80 % top-1 and >= 15 points over random init, in <= 30 min on 2 cores.
-Not reached; docs/utd_mhad.md records the measured figures and the diagnosis.
+Modes: the default run (1-3, one seed); ``--baselines-only`` (1-2); ``--protocol-rows`` (the evaluation
+protocols over seeds, ``bench/utd_protocols.py``); ``--seeds N`` without ``--protocol-rows``: the seeded
+frozen-encoder linear protocol of one recipe over seeds 0..N-1 (``bench/utd_recipe.py``: rows ``raw``,
+``raw_centred``, ``random``, ``pretrained`` and ``single``, the last pretrained on ``kinect_v1_20`` alone with
+the same budget).  Measured figures and their discussion: docs/utd_mhad.md.
 
 Usage::
 
@@ -31,17 +34,23 @@ Usage::
     python bench/utd_mhad.py --baselines-only --supervised-epochs 100   # + the supervised reference (~11 min)
     python bench/utd_mhad.py --epochs 60 --threads 2 --keep /tmp/utd_run
     python bench/utd_mhad.py --protocol-rows --seeds 3 --epochs 20 --finetune-epochs 30 --json   # protocols
+    python bench/utd_mhad.py --recipe small_data --seeds 3 --json --threads 2 --keep /tmp/utd_small
+        # seeded linear protocol of a recipe (2 pretraining runs per seed); last stdout line = JSON
+    python bench/utd_mhad.py --recipe cpu_small --quick --seeds 2 --json --threads 1   # its smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,8 +133,8 @@ CLASSES = [
 
 
 def raw_coordinate_probe(train, test, convs, config) -> dict[str, float]:
-    """No encoder: the same linear classifier (standardised inputs) on the flattened (3 x 50 x V) centred
-    coordinates of each convention, and their softmax ensemble: what the input alone makes linearly separable."""
+    """No encoder: the same linear classifier (standardised inputs) on the flattened (3 x length x V)
+    coordinates of each convention (as ``train`` / ``test`` were preprocessed), and their softmax ensemble: what the input alone makes linearly separable."""
     import torch
 
     from msclr.models.fusion import ensemble_scores, topk_accuracy
@@ -143,15 +152,29 @@ def raw_coordinate_probe(train, test, convs, config) -> dict[str, float]:
     return out
 
 
-def load_xsub(cache_root: Path, config):
-    """The conventions, their skeletons and the labelled cross-subject splits, preprocessed as the recipe says."""
+def preprocessing(config) -> dict[str, Any]:
+    """Every field of ``config.data`` that :func:`msclr.pipeline.training.dataset.load_split` takes as a keyword
+    (``length``, ``centre``, ``y_rotation``, and any preprocessing option added later), by name."""
+    from msclr.pipeline.training.dataset import load_split
+
+    params = inspect.signature(load_split).parameters
+    return {k: v for k, v in asdict(config.data).items()
+            if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def load_xsub(cache_root: Path, config, prep: dict[str, Any] | None = None):
+    """The conventions, their skeletons and the labelled cross-subject splits.
+
+    ``prep``: ``load_split`` keywords; default :func:`preprocessing` (exactly as the recipe's ``[data]`` says).
+    Returns ``(conventions, {convention: Skeleton}, train SplitData, test SplitData)``.
+    """
     from msclr.pipeline.cache import Cache
     from msclr.pipeline.training.dataset import load_split
 
     cache = Cache(cache_root)
     convs = list(config.data.skeletons)
     skels = {c: cache.skeletons[c] for c in convs}
-    prep = {"length": config.data.length, "centre": config.data.centre, "y_rotation": config.data.y_rotation}
+    prep = preprocessing(config) if prep is None else prep
     train = load_split(cache, cache.splits["xsub_train"], convs, **prep).labelled()
     test = load_split(cache, cache.splits["xsub_val"], convs, **prep).labelled()
     return convs, skels, train, test
@@ -233,18 +256,20 @@ def supervised_ceiling(data, config, seed: int, epochs: int, lr: float = 0.05) -
     return top1_row(ev.metrics())
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command-line options (see the module docstring for the modes)."""
     from msclr.pipeline.config import INPUT_NORMS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="utd_mhad_3d.pkl (default: shared data folder)")
     ap.add_argument("--quick", action="store_true", help="2-3 minute smoke run (few epochs, subset)")
-    ap.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the cpu_small recipe)")
+    ap.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the recipe's)")
     ap.add_argument("--linear-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the seed of the default run and --baselines-only")
     ap.add_argument("--keep", type=Path, default=None, help="keep the cache and run in this folder")
-    ap.add_argument("--config", default="cpu_small", help="recipe name or TOML file (default: cpu_small)")
+    ap.add_argument("--config", "--recipe", dest="config", default="cpu_small",
+                    help="recipe name or TOML file (default: cpu_small); --recipe is an alias")
     ap.add_argument("--temperature", type=float, default=None, help="override the recipe's contrastive temperature")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's pretraining learning rate")
     ap.add_argument("--input-norm", choices=INPUT_NORMS, default=None,
@@ -253,36 +278,55 @@ def main() -> None:
                     help="only the no-pretraining rows (raw coordinates, random init): about a minute")
     ap.add_argument("--protocol-rows", action="store_true",
                     help="the evaluation-protocol rows (scratch, linear, finetune, 10 %% labels, transfer) over --seeds")
-    ap.add_argument("--seeds", type=int, default=3, help="with --protocol-rows: seeds 0..N-1")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="seeds 0..N-1: with --protocol-rows (default 3) its rows; without it, the seeded linear "
+                         "protocol of the recipe (raw, raw_centred, random, pretrained, single rows)")
     ap.add_argument("--finetune-epochs", type=int, default=None, help="with --protocol-rows (default: the recipe's)")
-    ap.add_argument("--json", action="store_true", help="with --protocol-rows: also print the rows as JSON")
+    ap.add_argument("--json", action="store_true",
+                    help="with --protocol-rows or --seeds: also print the rows as JSON (--seeds: one line, at the end)")
     ap.add_argument("--supervised-epochs", type=int, default=0,
                     help="also train the same encoder WITH labels for this many epochs and probe it frozen: the "
                          "upper reference for the pretrained row (100 epochs: about 11 min on 2 cores; 0 = skip)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.seeds is not None and args.baselines_only:
+        ap.error("--seeds goes with --protocol-rows or alone (the seeded recipe mode), not with --baselines-only")
+    if args.seeds is not None and args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+    return args
 
-    import torch
 
-    torch.set_num_threads(args.threads)
-    from msclr.console import TrainProgress as ConsoleProgress
+def make_config(args: argparse.Namespace, skeletons: str, seed: int):
+    """The recipe ``args.config`` resolved for ``skeletons`` (comma-separated), joint stream, xsub, ``seed``,
+    with this command's overrides (``--epochs``, ``--linear-epochs``, ``--quick``, ``--lr``, ``--input-norm``,
+    ``--temperature``).  Returns ``(TrainConfig, notes)``."""
     from msclr.pipeline.config import resolve_config
-    from msclr.pipeline.train import train_run
 
-    data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"
-    if not data.is_file():
-        sys.exit(f"UTD-MHAD pickle not found at {data}; pass --data PATH")
     epochs = args.epochs or (2 if args.quick else None)
     linear_epochs = args.linear_epochs or (10 if args.quick else None)
-    config, notes = resolve_config(args.config, skeletons="kinect_v1_20,utd_mid_16", stream="joint",
-                                   split="xsub", epochs=epochs, linear_epochs=linear_epochs, seed=args.seed)
-    if args.quick:
-        config = replace(config, model=replace(config.model, queue_size=128))
+    config, notes = resolve_config(args.config, skeletons=skeletons, stream="joint", split="xsub", epochs=epochs,
+                                   linear_epochs=linear_epochs, seed=seed)
+    if args.quick:  # a short queue (a multiple of the batch size) for the small subset
+        batch = config.pretrain.batch_size
+        config = replace(config, model=replace(config.model, queue_size=max(batch, 128 // batch * batch)))
     if args.lr is not None:
         config = replace(config, pretrain=replace(config.pretrain, lr=args.lr))
     if args.input_norm is not None:
         config = replace(config, model=replace(config.model, input_norm=args.input_norm))
     if args.temperature is not None:
         config = replace(config, model=replace(config.model, temperature=args.temperature))
+    return config, notes
+
+
+def main() -> None:
+    """Parse the options, build (or reuse) the cache, and dispatch to the selected mode."""
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    data = args.data or Path(os.environ.get("MSCLR_TEST_DATA", REPO.parent / "shared" / "data")) / "utd_mhad" / "utd_mhad_3d.pkl"
+    if not data.is_file():
+        sys.exit(f"UTD-MHAD pickle not found at {data}; pass --data PATH")
+    config, notes = make_config(args, "kinect_v1_20,utd_mid_16", args.seed)
     work = args.keep or Path(tempfile.mkdtemp(prefix="msclr_utd_"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -290,7 +334,7 @@ def main() -> None:
     if not (cache_root / "msclr-cache.json").exists():
         build_cache(data, cache_root, limit=120 if args.quick else None)
     t_cache = time.perf_counter() - t0
-    print(f"cache: {cache_root} ({t_cache:.1f} s); config: pretrain {config.pretrain.epochs} epochs, "
+    print(f"cache: {cache_root} ({t_cache:.1f} s); config {args.config}: pretrain {config.pretrain.epochs} epochs, "
           f"batch {config.pretrain.batch_size}, queue {config.model.queue_size}, hidden_dim {config.model.hidden_dim}, "
           f"input_norm {config.model.input_norm}, "
           f"linear {config.linear.epochs} epochs; threads {args.threads}")
@@ -299,10 +343,26 @@ def main() -> None:
     if args.protocol_rows:
         from utd_protocols import protocol_rows
 
-        protocol_rows(cache_root, work, args.seeds, config.pretrain.epochs, args.finetune_epochs or config.finetune.epochs,
-                      linear_epochs, args.json)
+        protocol_rows(cache_root, work, args.seeds or 3, config.pretrain.epochs,
+                      args.finetune_epochs or config.finetune.epochs, args.linear_epochs or (10 if args.quick else None),
+                      args.json)
+    elif args.seeds is not None:
+        from utd_recipe import recipe_rows
+
+        result = recipe_rows(cache_root, work, args.config, args.seeds, lambda skel, s: make_config(args, skel, s)[0])
         print(f"total {time.perf_counter() - t0:.0f} s; runs in {work}")
+        if args.json:  # the last line of stdout
+            print(json.dumps(result))
         return
+    else:
+        default_run(args, config, cache_root, work, t_cache)
+    print(f"total {time.perf_counter() - t0:.0f} s; runs in {work}")
+
+
+def default_run(args: argparse.Namespace, config, cache_root: Path, work: Path, t_cache: float) -> None:
+    """The single-seed table: baselines (+ supervised reference), then ``msclr train`` unless --baselines-only."""
+    from msclr.console import TrainProgress as ConsoleProgress
+    from msclr.pipeline.train import train_run
 
     t1 = time.perf_counter()
     data = load_xsub(cache_root, config)
@@ -330,7 +390,7 @@ def main() -> None:
           "test clips)")
     print_table(baseline, pre)
     print(f"time: cache {t_cache:.0f} s, baselines {t_base:.0f} s, pretrain + linear eval {t_train:.0f} s "
-          f"(pretraining {metrics['pretrain']['joint']['seconds']:.0f} s), total {time.perf_counter() - t0:.0f} s")
+          f"(pretraining {metrics['pretrain']['joint']['seconds']:.0f} s)")
     print(f"run folder: {run}")
 
 

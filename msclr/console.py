@@ -42,6 +42,12 @@ def note(text: str, *, out: Any = None) -> None:
     (out or console(stderr=True)).print(f"[yellow]note:[/yellow] {text}")
 
 
+def warning(text: str, *, out: Any = None) -> None:
+    """A yellow ``warning:`` line on stderr (``text`` as is: no markup, not wrapped)."""
+    (out or console(stderr=True)).print(f"warning: {text}", style="bold yellow", markup=False, highlight=False,
+                                        soft_wrap=True)
+
+
 def print_lines(*lines: str | None) -> None:
     """Plain result lines on stdout (empty ones are skipped)."""
     out = console()
@@ -75,7 +81,9 @@ def count_bar(description: str) -> Iterator[CountProgress]:
 
 class TrainProgress:
     """An :data:`EventProgress` for ``msclr train`` / ``msclr demo``: one bar per pretraining stream (epochs x
-    steps) with loss, lr, samples/s and ETA, and a line per finished epoch / stage.  A context manager."""
+    steps) with loss, the collapse signals (``cos``: mean cosine of different clips' embeddings, ``rank``: their
+    effective rank), lr, samples/s and ETA, a line per finished epoch / stage, and a yellow line per ``warning``
+    event (also with ``quiet``; each message once).  A context manager."""
 
     def __init__(self, out: Any = None, *, quiet: bool = False) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -86,6 +94,7 @@ class TrainProgress:
                             TimeRemainingColumn(), console=self.console, transient=False)
         self.task: Any = None
         self._last = 0.0
+        self._warned: set[str] = set()
 
     def __enter__(self) -> TrainProgress:
         self.bar.start()
@@ -103,7 +112,7 @@ class TrainProgress:
             self._step(info)
         elif event == "epoch" and not self.quiet:
             self.bar.console.print(f"  epoch {info['epoch']}/{info['epochs']}: loss {info['loss']:.4f}, "
-                                   f"lr {info['lr']:.3g}, {info['seconds']:.1f} s"
+                                   f"{_signals(info, ', ')}lr {info['lr']:.3g}, {info['seconds']:.1f} s"
                                    + ("  [mining]" if info.get("mining") else ""))
         elif event == "checkpoint" and not self.quiet:
             where = (f"epoch {info['epoch'] - 1} done" if not info.get("start_batch")
@@ -111,6 +120,9 @@ class TrainProgress:
             self.bar.console.print(f"  checkpoint {info['path']} ({where})", style="dim")
         elif event == "features":
             self.bar.console.print(f"  features: {info['stream']} / {info['convention']}", style="dim")
+        elif event == "warning" and info["message"] not in self._warned:
+            self._warned.add(info["message"])
+            warning(info["message"], out=self.bar.console)
 
     def _start(self, info: dict[str, Any]) -> None:
         total = info["epochs"] * info["steps_per_epoch"]
@@ -127,8 +139,13 @@ class TrainProgress:
             return
         self._last = now
         self.bar.update(self.task, completed=(info["epoch"] - 1) * info["steps"] + info["step"], info=(
-            f"epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.3f}  lr {info['lr']:.3g}  "
-            f"{info['samples_per_s']:.0f} samples/s  ETA {info['eta_s'] / 60:.1f} min"))
+            f"epoch {info['epoch']}/{info['epochs']}  loss {info['loss']:.3f}  {_signals(info, '  ')}"
+            f"lr {info['lr']:.3g}  {info['samples_per_s']:.0f} samples/s  ETA {info['eta_s'] / 60:.1f} min"))
+
+
+def _signals(info: Mapping[str, Any], sep: str) -> str:
+    """``cos 0.97 rank 1.3`` + ``sep`` from a pretraining event's collapse signals ("" without them)."""
+    return f"cos {info['batch_cosine']:.2f} rank {info['effective_rank']:.1f}{sep}" if "batch_cosine" in info else ""
 
 
 class ExtractBars:
@@ -356,7 +373,7 @@ def print_merge(refused: list[tuple[str, str, str]], *, added: int, complete: in
 # ------------------------------------------------------------------ runs
 def print_metrics(metrics: Mapping[str, Any]) -> None:
     """``msclr train`` / ``msclr evaluate``: top-1 / top-5 per stream and model, the protocol in the caption."""
-    from msclr.pipeline.training.report import table_rows
+    from msclr.pipeline.training.report import split_caption, table_rows
 
     table = _table("Linear evaluation (frozen encoder, last epoch, test split)",
                    {"stream": "left", "model": "left", "top-1 %": "right", "top-5 %": "right"})
@@ -371,7 +388,7 @@ def print_metrics(metrics: Mapping[str, Any]) -> None:
         table.add_row(*cells)
     info = metrics.get("protocol", {})
     if info:
-        table.caption = _split_caption(info)
+        table.caption = split_caption(info)
     console().print(table)
 
 
@@ -432,32 +449,25 @@ def print_demo(result: Any, out: Any = None) -> None:
     out.print(f"  msclr predict VIDEO --model {result.run}   # MeTRAbs: kinectv2_25 stands in for ntu_kinect_25")
 
 
-def _split_caption(info: Mapping[str, Any]) -> str:
-    """The test clips, classes and split of a metrics ``protocol`` section, for a table caption."""
-    return (f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
-            f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}")
-
-
-def _protocol_caption(name: str, section: Mapping[str, Any]) -> str:
-    """One phrase per protocol for the table caption."""
-    info = section.get("protocol", {})
-    kind = name.split(":", 1)[0]
-    text = {"linear": "frozen pretrained encoder + linear classifiers",
-            "finetune": "pretrained encoder fine-tuned with all labels",
-            "semi": f"pretrained encoder fine-tuned with {info.get('label_fraction', 0):.0%} of the labels",
-            "scratch": "the same network trained from random weights"}.get(kind, "")
-    return f"{name}: {text} ({info.get('train_clips', '?')} training clips)"
-
-
 def print_protocol_metrics(metrics: Mapping[str, Any]) -> None:
     """``msclr train`` / ``msclr evaluate``: one row group per evaluation protocol (stream, model, top-1, top-5);
-    a run with linear evaluation only prints :func:`print_metrics`' table."""
-    from msclr.pipeline.training.report import protocol_rows, protocol_sections
+    a run with linear evaluation only prints :func:`print_metrics`' table.  Then a warning per stream whose
+    pretraining collapsed (``metrics["pretrain"][stream]["collapse_warning"]``)."""
+    from msclr.pipeline.training.report import collapse_warnings, protocol_sections
 
     sections = protocol_sections(metrics)
     if list(sections) in ([], ["linear"]):
         print_metrics(metrics)
-        return
+    else:
+        console().print(_protocol_table(metrics, sections))
+    for text in collapse_warnings(metrics):
+        warning(text)
+
+
+def _protocol_table(metrics: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The table of :func:`print_protocol_metrics` (a rich Table), protocols in row groups, captions below."""
+    from msclr.pipeline.training.report import protocol_caption, protocol_rows, split_caption
+
     table = _table("Evaluation (last epoch, test split)", {"protocol": "left", "stream": "left", "model": "left",
                                                            "top-1 %": "right", "top-5 %": "right"})
     last = None
@@ -468,8 +478,8 @@ def print_protocol_metrics(metrics: Mapping[str, Any]) -> None:
                       f"{row['top1']:.2f}", f"{row['top5']:.2f}")
         last = row["protocol"]
     info = next(iter(sections.values())).get("protocol", {})
-    table.caption = "\n".join([_split_caption(info), *(_protocol_caption(n, sec) for n, sec in sections.items())])
-    console().print(table)
+    table.caption = "\n".join([split_caption(info), *(protocol_caption(n, sec) for n, sec in sections.items())])
+    return table
 
 
 def print_prediction_protocol(prediction: Any, out: Any = None) -> None:
@@ -481,7 +491,7 @@ def print_prediction_protocol(prediction: Any, out: Any = None) -> None:
                   f"available: {', '.join(prediction.protocols) or prediction.protocol})")
 
 
-__all__ = ["CountProgress", "EventProgress", "COMPACT_HINT_SEGMENTS", "console", "note", "print_lines", "count_bar",
-           "TrainProgress", "ExtractBars", "print_skeleton_list", "print_skeleton", "print_ntu_import",
+__all__ = ["CountProgress", "EventProgress", "COMPACT_HINT_SEGMENTS", "console", "note", "warning", "print_lines",
+           "count_bar", "TrainProgress", "ExtractBars", "print_skeleton_list", "print_skeleton", "print_ntu_import",
            "print_extract_summary", "print_cache_summary", "print_metrics", "print_prediction", "print_demo",
            "print_protocol_metrics", "print_prediction_protocol"]

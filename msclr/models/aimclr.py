@@ -177,8 +177,10 @@ class MSAimCLR(nn.Module):
         Returns:
             dict with ``loss`` (scalar, differentiable w.r.t. ``encoder_q``), ``loss_ce`` (or ``loss_nn`` when
             mining), ``loss_d3m`` = (D3M_e + D3M_ed) / 2, ``loss_d3m_e``, ``loss_d3m_ed`` (detached), ``logits``
-            (B, 1 + K) of the normal view (detached; the positive is index 0, for accuracy), and ``mask`` (the
-            positive mask, when mining).
+            (B, 1 + K) of the normal view (detached; the positive is index 0, for accuracy), ``mask`` (the
+            positive mask, when mining), ``embedding`` (B, D), the L2-normalised query embedding ``q`` of the
+            normal view (detached), and ``negatives`` (D, K), the queue snapshot the logits used (detached;
+            for collapse signals).
         """
         q = F.normalize(self.encoder_q(x_query, query_skeleton), dim=1)  # (B, D)
         q_e, q_ed = self.encoder_q(x_extreme, query_skeleton, drop=True)
@@ -210,7 +212,8 @@ class MSAimCLR(nn.Module):
         if self.training:
             self._dequeue_and_enqueue(k)
         out.update(loss=main + loss_d3m, loss_d3m=loss_d3m.detach(), loss_d3m_e=d3m_e.detach(),
-                   loss_d3m_ed=d3m_ed.detach(), logits=logits.detach())
+                   loss_d3m_ed=d3m_ed.detach(), logits=logits.detach(), embedding=q.detach(),
+                   negatives=queue.detach())
         return out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from msclr.models.aimclr import MSAimCLR
+from msclr.models.nnclr import MSNNCLR
 from msclr.models.stgcn import MultiSkeletonSTGCN, module_key
 from msclr.models.streams import to_stream
 from msclr.skeletons import Skeleton
@@ -43,10 +44,18 @@ class EncoderSizes(Protocol):
     def edge_importance(self) -> bool: ...
     @property
     def input_norm(self) -> str: ...
+    @property
+    def head_norm(self) -> bool: ...
 
 
 class ContrastiveSizes(EncoderSizes, Protocol):
-    """What :func:`build_model` reads in addition: the MoCo queue, key momentum, temperature, shuffle-BN."""
+    """What :func:`build_model` reads in addition: the objective, the MoCo queue (or NNCLR support set), key
+    momentum, temperature, shuffle-BN and the nearest-neighbour weight."""
+
+    @property
+    def objective(self) -> str: ...
+    @property
+    def nn_weight(self) -> float: ...
 
     @property
     def queue_size(self) -> int: ...
@@ -68,11 +77,18 @@ def build_encoder(skeletons: Sequence[Skeleton], model: EncoderSizes, *,
     return MultiSkeletonSTGCN(list(skeletons), in_channels=3, hidden_channels=model.hidden_channels,
                               hidden_dim=model.hidden_dim, out_dim=model.feature_dim, dropout=model.dropout,
                               edge_importance=model.edge_importance, head=head,
-                              input_norm=model.input_norm)
+                              input_norm=model.input_norm, head_norm=model.head_norm)
 
 
-def build_model(skeletons: Sequence[Skeleton], model: ContrastiveSizes, *, topk: int = 1) -> MSAimCLR:
-    """The MS-AimCLR wrapper (query + key encoders with MLP heads, queue) for ``skeletons``."""
+def build_model(skeletons: Sequence[Skeleton], model: ContrastiveSizes, *, topk: int = 1) -> MSAimCLR | MSNNCLR:
+    """The pretraining model of ``model.objective`` for ``skeletons``: ``"aimclr"``, the MS-AimCLR wrapper (query
+    + key encoders with MLP heads, queue); ``"nnclr"``, :class:`~msclr.models.nnclr.MSNNCLR` (one encoder, in-batch
+    negatives, a support set of ``queue_size`` embeddings)."""
+    if model.objective == "nnclr":
+        return MSNNCLR(lambda: build_encoder(skeletons, model, head="mlp"), dim=model.feature_dim,
+                       support_size=model.queue_size, temperature=model.temperature, nn_weight=model.nn_weight)
+    if model.objective != "aimclr":
+        raise ValueError(f"unknown objective {model.objective!r}: use 'aimclr' or 'nnclr'")
     return MSAimCLR(lambda: build_encoder(skeletons, model, head="mlp"), dim=model.feature_dim,
                     queue_size=model.queue_size, momentum=model.key_momentum, temperature=model.temperature,
                     topk=topk, shuffle_bn=model.shuffle_bn)

@@ -21,7 +21,8 @@ Each block computes ``ReLU(tcn(gcn(x, A_s * W_{s,l})) + res(x))`` with
 ``gcn(x)[n, c, t, w] = sum_k sum_v (conv1x1(x)[n, k*out + c, t, v]) * Â[k, v, w]`` and
 ``tcn = BN -> ReLU -> Conv2d(out, out, (9, 1), stride (s, 1), padding (4, 0)) -> BN -> Dropout``.
 Features are globally average-pooled over (T, V), averaged over the M persons, then go through
-the head (``"mlp"``: Linear(256, 256) -> ReLU -> Linear(256, 128), MoCo v2 style; ``"linear"``;
+the head (``"mlp"``: Linear(256, 256) -> ReLU -> Linear(256, 128), MoCo v2 style, or with ``head_norm``
+Linear -> BatchNorm -> ReLU -> Linear -> BatchNorm (no affine), SimCLR / MoCo v3 style; ``"linear"``;
 or ``None`` for features only).
 
 Deviation from the reference: the reference zero-pads every batch to
@@ -201,6 +202,8 @@ class MultiSkeletonSTGCN(nn.Module):
         edge_importance: learn the per-convention edge-importance masks.
         input_norm: ``"joint"`` (reference ``data_bn``, one BatchNorm channel per joint and axis) or
             ``"axis"`` (one per axis, shared by the joints; :class:`AxisBatchNorm`).
+        head_norm: with ``head="mlp"``, a BatchNorm after each Linear (the last without affine parameters),
+            which centres every batch's embeddings (an opt-in for small datasets; the reference has none).
         head: ``"mlp"`` (Linear-ReLU-Linear, pretraining), ``"linear"`` or ``None`` (identity,
             the forward then returns the (N, hidden_dim) features).
 
@@ -209,7 +212,7 @@ class MultiSkeletonSTGCN(nn.Module):
 
     def __init__(self, skeletons: Sequence[Skeleton | str], *, in_channels: int = 3, hidden_channels: int = 16,
                  hidden_dim: int = 256, out_dim: int = 128, dropout: float = 0.5, edge_importance: bool = True,
-                 head: str | None = "mlp", input_norm: str = "joint") -> None:  # fmt: skip
+                 head: str | None = "mlp", input_norm: str = "joint", head_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
         if isinstance(skeletons, (str, Skeleton)):
             skeletons = [skeletons]
@@ -234,8 +237,13 @@ class MultiSkeletonSTGCN(nn.Module):
             STGCNBlock(cin, cout, stride, kind, 0.0 if i == 0 else dropout)
             for i, (cin, cout, stride, kind) in enumerate(table)
         )
-        if head == "mlp":
+        if head == "mlp" and head_norm:
             self.fc: nn.Module = nn.Sequential(
+                nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+                nn.Linear(hidden_dim, out_dim), nn.BatchNorm1d(out_dim, affine=False),
+            )
+        elif head == "mlp":
+            self.fc = nn.Sequential(
                 nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
             )
         elif head == "linear":
@@ -261,8 +269,9 @@ class MultiSkeletonSTGCN(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+                if m.affine:
+                    nn.init.normal_(m.weight, 1.0, 0.02)
+                    nn.init.zeros_(m.bias)
                 m.reset_running_stats()
         for conv in self.conventions.values():
             if conv.edge_importance is not None:

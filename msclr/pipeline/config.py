@@ -36,6 +36,7 @@ STREAMS = ("joint", "motion", "bone")
 """The three input streams, each a separately pretrained model (no cross-stream loss)."""
 
 PAIR_MODES = ("full_random", "half_random")
+OBJECTIVES = ("aimclr", "nnclr")  # = the models msclr.models.build.build_model builds
 INPUT_NORMS = ("joint", "axis")  # = msclr.models.stgcn.INPUT_NORMS (config stays importable without torch)
 SCORE_MODES = ("softmax", "logits")
 
@@ -62,6 +63,9 @@ class DataConfig:
         length: frames per clip after temporal resizing (50 in the paper).
         centre: subtract the centre joint per frame (the paper's NTU preprocessing).
         y_rotation: the paper's per-frame y-rotation of the shoulder line (off by default for estimated poses).
+        mean_pose: after centring and resizing, subtract each clip's time-averaged pose (per person and joint),
+            so the input is the motion around the clip's own mean pose; removes body size and proportions, a
+            cue that tells subjects apart rather than actions (off in the paper; on in ``small_data``).
     """
 
     skeletons: tuple[str, ...] = ("kinectv2_25", "smplx_42")
@@ -70,11 +74,23 @@ class DataConfig:
     length: int = 50
     centre: bool = True
     y_rotation: bool = False
+    mean_pose: bool = False
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`msclr.pipeline.preprocess.preprocess_clip` this section sets."""
+        return {"length": self.length, "centre": self.centre, "y_rotation": self.y_rotation,
+                "mean_pose": self.mean_pose}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoder (multi-skeleton ST-GCN) and MS-AimCLR sizes; the defaults are the reference's."""
+    """Encoder (multi-skeleton ST-GCN) and contrastive-model settings; the defaults are the reference's.
+
+    ``objective``: ``"aimclr"`` (MS-AimCLR: momentum key encoder, queue of ``queue_size`` negatives, extreme
+    view, D3M) or ``"nnclr"`` (opt-in for small datasets: one encoder, in-batch negatives, nearest-neighbour
+    positives from a support set of ``queue_size`` past embeddings, weighted ``nn_weight``;
+    :mod:`msclr.models.nnclr`).  ``head_norm``: BatchNorm in the projection head (not in the reference).
+    """
 
     hidden_channels: int = 16
     hidden_dim: int = 256
@@ -87,6 +103,9 @@ class ModelConfig:
     shuffle_bn: bool = False  # MoCo v2 shuffle-BN across DDP ranks (the reference has none)
     # input BatchNorm: "joint" = the reference's data_bn (one channel per joint and axis); "axis" = one per axis
     input_norm: str = "joint"
+    objective: str = "aimclr"
+    head_norm: bool = False
+    nn_weight: float = 0.5
 
 
 def _stretch_steps(steps: tuple[int, ...], old_epochs: int, new_epochs: int) -> tuple[int, ...]:
@@ -105,7 +124,10 @@ class PretrainConfig:
     """MS-AimCLR pretraining schedule (the defaults are the reference's).
 
     ``lr_steps`` and ``mining_epoch`` are 1-based epoch counts: lr = lr * gamma^(#steps < epoch); mining
-    (nearest-neighbour positives) is on for ``epoch > mining_epoch``.  ``init`` (``--init RUN``): the folder of
+    (nearest-neighbour positives) is on for ``epoch > mining_epoch``.  ``bone_scale`` and ``crop_min`` are
+    extra augmentations of every normal view (off in the reference): each bone of a clip scaled by its own
+    factor from U(1 - bone_scale, 1 + bone_scale), and a random sub-clip of at least ``crop_min`` of the
+    frames resampled to the full length (a speed change).  ``init`` (``--init RUN``): the folder of
     a finished run whose pretrained encoders this run starts from instead of pretraining ("" = pretrain).
     """
 
@@ -126,6 +148,8 @@ class PretrainConfig:
     seed: int = 0
     workers: int = 0
     init: str = ""
+    bone_scale: float = 0.0
+    crop_min: float = 1.0
 
     def with_epochs(self, epochs: int) -> PretrainConfig:
         """The same schedule stretched to ``epochs`` (lr steps and mining epoch keep their fractions)."""
@@ -340,6 +364,14 @@ class TrainConfig:
         if m.input_norm not in INPUT_NORMS:
             raise ConfigError(f"model.input_norm {m.input_norm!r} invalid: use one of {list(INPUT_NORMS)} "
                               "('joint' = the reference's per-joint data_bn).")
+        if m.objective not in OBJECTIVES:
+            raise ConfigError(f"model.objective {m.objective!r} invalid: use one of {list(OBJECTIVES)}"
+                              f"{closest(m.objective, OBJECTIVES)}.")
+        if not 0.0 <= m.nn_weight <= 1.0:
+            raise ConfigError(f"model.nn_weight must be in [0, 1] (0 = no nearest-neighbour term), got {m.nn_weight}.")
+        if not 0.0 <= p.bone_scale < 1.0 or not 0.0 < p.crop_min <= 1.0:
+            raise ConfigError(f"pretrain.bone_scale must be in [0, 1) and pretrain.crop_min in (0, 1] (1 = off), "
+                              f"got {p.bone_scale} and {p.crop_min}.")
         if m.hidden_channels < 1 or m.hidden_dim < 1 or m.feature_dim < 1:
             raise ConfigError("model.hidden_channels, hidden_dim and feature_dim must be positive.")
         ft = self.finetune

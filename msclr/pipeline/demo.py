@@ -159,7 +159,7 @@ def random_init_baseline(cache: Path, config: Any, device: str, seed: int) -> di
     c = Cache(cache)
     convs = list(config.data.skeletons)
     skeletons = dict(zip(convs, check_conventions(c.skeletons, convs), strict=True))
-    prep = {"length": config.data.length, "centre": config.data.centre, "y_rotation": config.data.y_rotation}
+    prep = config.data.preprocessing()
     train = load_split(c, c.splits["xsub_train"], convs, **prep).labelled()
     test = load_split(c, c.splits["xsub_val"], convs, **prep).labelled()
     torch.manual_seed(seed)

@@ -76,6 +76,7 @@ class Preprocessing:
         length: frames T after temporal resizing.
         centre: the centre joint is subtracted per frame.
         y_rotation: the shoulder line is rotated onto the x axis per frame.
+        mean_pose: each clip's time-averaged pose is subtracted (``False`` in runs written before it existed).
         valid: which frames count as valid before resizing (``"located"``: frames with a person).
         max_persons: person slots M of the network input (empty slots are zeros).
     """
@@ -85,10 +86,12 @@ class Preprocessing:
     y_rotation: bool
     valid: str
     max_persons: int
+    mean_pose: bool = False
 
     def clip_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`msclr.pipeline.preprocess.preprocess_clip`."""
-        return {"length": self.length, "centre": self.centre, "y_rotation": self.y_rotation, "valid": self.valid}
+        return {"length": self.length, "centre": self.centre, "y_rotation": self.y_rotation, "valid": self.valid,
+                "mean_pose": self.mean_pose}
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def _load_data(cache: Any, config: TrainConfig, skeletons: dict[str, Skeleton], 
 
     conventions = list(skeletons)
     say(f"loading {split.train} / {split.test} ({', '.join(conventions)})")
-    prep = {"length": config.data.length, "centre": config.data.centre, "y_rotation": config.data.y_rotation}
+    prep = config.data.preprocessing()
     train = load_split(cache, split.train_names, conventions, **prep)
     test = load_split(cache, split.test_names, conventions, **prep)
     classes = class_names(cache.classes, train.labels, test.labels)
@@ -140,7 +140,7 @@ def _run_info(cache_path: str | Path, config: TrainConfig, data: _Data) -> RunIn
     return RunInfo(
         conventions=list(data.skeletons), streams=list(config.data.streams),
         preprocessing=Preprocessing(length=config.data.length, centre=config.data.centre,
-                                    y_rotation=config.data.y_rotation, valid="located",
+                                    y_rotation=config.data.y_rotation, mean_pose=config.data.mean_pose, valid="located",
                                     max_persons=data.max_persons),
         classes=data.classes,
         split=SplitInfo(data.split.train, data.split.test, len(data.train), len(data.test), data.split.automatic),
@@ -285,7 +285,7 @@ def _encoders(data: _Data, config: TrainConfig, folder: RunFolder, dist: Any, in
               say: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Stream -> pretrained encoder state (pretrained here, or ``initial``: ``--init``'s), and what to record
     about it.  Nothing is pretrained when every protocol is ``scratch``."""
-    from msclr.pipeline.training.pretrain import pretrain
+    from msclr.pipeline.training.pretrain import COLLAPSE_KEYS, pretrain
 
     if not any(Protocol(p).pretrained for p in config.evaluation.protocols):
         return {}, {}
@@ -302,7 +302,11 @@ def _encoders(data: _Data, config: TrainConfig, folder: RunFolder, dist: Any, in
         encoders[stream] = result.encoder_state
         last = result.history[-1] if result.history else {}
         records[stream] = {"epochs": result.epochs, "final_loss": last.get("loss"),
-                           "seconds": float(sum(h.get("seconds", 0.0) for h in result.history))}
+                           "seconds": float(sum(h.get("seconds", 0.0) for h in result.history)),
+                           # the last epoch's collapse signals and the warning (None when pretraining did not collapse)
+                           **{k: last[k] for k in COLLAPSE_KEYS if k in last},
+                           "collapse_warning": next((h["collapse_warning"] for h in result.history
+                                                     if h.get("collapse_warning")), None)}
     return encoders, records
 
 

@@ -109,7 +109,7 @@ def automatic_split(cache: Any, names: Sequence[str], *, seed: int) -> tuple[lis
 
 
 def load_split(cache: Any, names: Sequence[str], conventions: Sequence[str], *, length: int = 50,
-               centre: bool = True, y_rotation: bool = False,
+               centre: bool = True, y_rotation: bool = False, mean_pose: bool = False,
                progress: Callable[[int], None] | None = None) -> SplitData:
     """Preprocess ``names`` (restricted to the cache's ``ok`` clips, order kept) in every convention.
 
@@ -117,7 +117,7 @@ def load_split(cache: Any, names: Sequence[str], conventions: Sequence[str], *, 
         cache: a :class:`msclr.pipeline.cache.Cache`.
         names: clip names of the split.
         conventions: conventions to load.
-        length, centre, y_rotation: preprocessing options (see :mod:`msclr.pipeline.preprocess`).
+        length, centre, y_rotation, mean_pose: preprocessing options (see :mod:`msclr.pipeline.preprocess`).
         progress: called with the number of clips done after each chunk (summed over conventions).
     """
     from msclr.pipeline.preprocess import preprocess_cache
@@ -130,7 +130,7 @@ def load_split(cache: Any, names: Sequence[str], conventions: Sequence[str], *, 
                          f"{', '.join(conventions)}; check the split names against `msclr info CACHE`.")
     labels = np.asarray(cache.metadata(kept)["label"], dtype=np.int64)
     arrays = {c: preprocess_cache(cache, c, kept, length=length, centre=centre, y_rotation=y_rotation,
-                                  allow_empty=True, progress=progress)
+                                  mean_pose=mean_pose, allow_empty=True, progress=progress)
               for c in conventions}
     return SplitData(kept, labels, arrays)
 

@@ -47,6 +47,7 @@ from msclr.errors import CheckpointError, MsclrError
 from msclr.files import load_checkpoint, pause_point, save_checkpoint
 from msclr.pipeline.config import TrainConfig
 from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
+from msclr.pipeline.training.collapse import CollapseMonitor, collapse_signals
 from msclr.pipeline.training.distributed import DistInfo, all_reduce_grads, broadcast_state, init_distributed
 from msclr.pipeline.training.sampler import PairBatchDataset, PairBatchSampler
 from msclr.skeletons import Skeleton
@@ -54,6 +55,8 @@ from msclr.skeletons import Skeleton
 Progress = Callable[[str, dict[str, Any]], None]
 ScalarLog = Callable[[str, float, int], None]
 CHECKPOINT_NAME = "last.pt"
+COLLAPSE_KEYS = ("batch_cosine", "effective_rank", "negative_cosine")
+"""The collapse signals of a step / an epoch record (:mod:`msclr.pipeline.training.collapse`)."""
 
 
 # ------------------------------------------------------------------ interrupt
@@ -91,7 +94,9 @@ class PretrainResult:
         encoder_state: ``encoder_q``'s state dict (CPU tensors): per-skeleton ``data_bn`` /
             ``edge_importance`` / adjacency, shared blocks and the MLP head.
         epochs: epochs completed.
-        history: per-epoch dicts (epoch, loss, lr, seconds, mining).
+        history: per-epoch dicts (epoch, loss, lr, seconds, mining, and the epoch means of the collapse signals
+            ``batch_cosine``, ``effective_rank``, ``negative_cosine``; ``collapse_warning``, the message, in the
+            record of the epoch that raised it).
         checkpoint: path of the last checkpoint (None on ranks other than 0).
         model: the trained :class:`~msclr.models.aimclr.MSAimCLR` (both encoders, queue), on its device.
     """
@@ -120,6 +125,7 @@ class _Run:
     sampler: PairBatchSampler
     aug_gen: Any
     ckpt_path: Path
+    monitor: CollapseMonitor  # collapse signals per epoch and the once-per-stream warning
     progress: Progress | None = None
     log_scalar: ScalarLog | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -153,6 +159,14 @@ def _aug_seed(seed: int, rank: int, epoch: int = 0) -> int:
     return seed * 7919 + 17 + 104729 * rank + 1_000 * epoch
 
 
+def _monitor(stream: str, config: TrainConfig, dist_info: DistInfo,
+             history: list[dict[str, Any]] | None = None) -> CollapseMonitor:
+    """The collapse monitor of a run (B = this rank's share of the batch), continuing after ``history`` (a
+    resumed run's records: it does not warn again when one of them warned)."""
+    return CollapseMonitor.after(stream, config.pretrain.batch_size // dist_info.world_size,
+                                 config.model.feature_dim, history or [])
+
+
 def _build_run(skeletons: Mapping[str, Skeleton], stream: str, config: TrainConfig, n_clips: int, dev: Any,
                dist_info: DistInfo, ckpt_path: Path) -> _Run:
     """Seeded construction: model, SGD optimiser over ``encoder_q``, pair sampler and augmentation generator."""
@@ -176,7 +190,7 @@ def _build_run(skeletons: Mapping[str, Skeleton], stream: str, config: TrainConf
     if dist_info.enabled:
         broadcast_state(model)
     return _Run(stream, config, skeletons, names, dev, dist_info, model, params, optimizer, sampler, aug_gen,
-                ckpt_path)
+                ckpt_path, _monitor(stream, config, dist_info))
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -222,6 +236,8 @@ def _resume(run: _Run, resume: bool) -> tuple[int, int]:
     run.optimizer.load_state_dict(state["optimizer"])
     run.sampler.load_state_dict(state["sampler"])
     run.history = list(state.get("history", []))
+    # Warned once per stream: a resumed run that warned before does not warn again.
+    run.monitor = _monitor(run.stream, run.config, run.dist_info, run.history)
     start_epoch, start_batch = int(state["epoch"]), int(state["start_batch"])
     rank, seed = run.dist_info.rank, run.config.pretrain.seed
     if state.get("rng_rank") == rank:
@@ -263,35 +279,56 @@ def _make_loader(arrays: Mapping[str, np.ndarray], run: _Run) -> Any:
                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
-def _train_step(run: _Run, x_q: Any, x_k: Any, q: str, k: str, mine: bool) -> float:
-    """One optimiser step on a batch of raw clips x_q (B, 3, T, V_q, M), x_k (B, 3, T, V_k, M); returns the loss.
+def _normal_view(run: _Run, x: Any, skeleton: Skeleton) -> Any:
+    """Normal augmentation of (B, 3, T, V, M) raw clips, after the opt-in speed change and bone scaling
+    (``pretrain.crop_min`` / ``bone_scale``; both off by default, and then no random number is drawn)."""
+    from msclr.models.augment import normal_augment
+    from msclr.models.subject_augment import resample_crop, scale_bones
 
-    Three views are made on the device (extreme and normal augmentation of q, normal augmentation of k),
-    turned into the stream and fed to MS-AimCLR; gradients are averaged over ranks under DDP.
+    cfg = run.config.pretrain
+    x = resample_crop(x, cfg.crop_min, run.aug_gen)
+    x = scale_bones(x, skeleton, cfg.bone_scale, run.aug_gen)
+    return normal_augment(x, run.aug_gen)
+
+
+def _train_step(run: _Run, x_q: Any, x_k: Any, q: str, k: str, mine: bool) -> tuple[float, dict[str, float]]:
+    """One optimiser step on a batch of raw clips x_q (B, 3, T, V_q, M), x_k (B, 3, T, V_k, M); returns the loss
+    and the step's collapse signals (:func:`~msclr.pipeline.training.collapse.collapse_signals`).
+
+    The views are made on the device, turned into the stream and fed to the model: for MS-AimCLR three
+    (extreme and normal augmentation of q, normal augmentation of k), for models without an extreme view
+    (``uses_extreme_view = False``, :class:`~msclr.models.nnclr.MSNNCLR`) the two normal ones.  Gradients are
+    averaged over ranks under DDP.
     """
-    from msclr.models.augment import extreme_augment, normal_augment
+    from msclr.models.augment import extreme_augment
     from msclr.models.streams import to_stream
 
     cfg, dev, stream = run.config.pretrain, run.device, run.stream
     x_q = x_q.to(dev, non_blocking=True)
     x_k = x_k.to(dev, non_blocking=True)
     sq, sk = run.skeletons[q], run.skeletons[k]
-    view_e = extreme_augment(x_q, sq, run.aug_gen, normalize_blur=cfg.normalize_blur, mirror_flip=cfg.mirror_flip)
-    view_q = normal_augment(x_q, run.aug_gen)
-    view_k = normal_augment(x_k, run.aug_gen)
-    out = run.model(to_stream(view_e, stream, sq), to_stream(view_q, stream, sq), to_stream(view_k, stream, sk),
-                    q, k, mine=mine)
+    if getattr(run.model, "uses_extreme_view", True):
+        view_e = extreme_augment(x_q, sq, run.aug_gen, normalize_blur=cfg.normalize_blur,
+                                 mirror_flip=cfg.mirror_flip)
+        views = [to_stream(view_e, stream, sq)]
+    else:
+        views = []
+    views += [to_stream(_normal_view(run, x_q, sq), stream, sq), to_stream(_normal_view(run, x_k, sk), stream, sk)]
+    out = run.model(*views, q, k, mine=mine)
     loss = out["loss"]
+    signals = collapse_signals(out["embedding"], out.get("negatives"))
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.dist_info.enabled:
         all_reduce_grads(run.params, run.dist_info.world_size)
     run.optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()), signals
 
 
-def _log_step(run: _Run, epoch: int, step: int, loss: float, lr: float, seconds: float, pair: tuple[str, str]) -> None:
-    """Throughput (smoothed samples/s), ETA and loss of the step that ended ``step`` (1-based) of ``epoch``."""
+def _log_step(run: _Run, epoch: int, step: int, loss: float, lr: float, seconds: float, pair: tuple[str, str],
+              signals: Mapping[str, float]) -> None:
+    """Throughput (smoothed samples/s), ETA, loss and collapse signals of the step that ended ``step`` (1-based)
+    of ``epoch``."""
     cfg, steps = run.config.pretrain, run.steps_per_epoch
     inst = cfg.batch_size / max(seconds, 1e-9)
     run.rate = inst if run.rate is None else 0.9 * run.rate + 0.1 * inst
@@ -299,9 +336,12 @@ def _log_step(run: _Run, epoch: int, step: int, loss: float, lr: float, seconds:
     if run.progress is not None:
         run.progress("step", {"epoch": epoch, "epochs": cfg.epochs, "step": step, "steps": steps, "loss": loss,
                               "lr": lr, "samples_per_s": run.rate, "eta_s": remaining * cfg.batch_size / run.rate,
-                              "pair": pair})
+                              "pair": pair, **signals})
     if run.log_scalar is not None and run.dist_info.is_main:
-        run.log_scalar(f"pretrain/{run.stream}/loss", loss, (epoch - 1) * steps + step)
+        global_step = (epoch - 1) * steps + step
+        run.log_scalar(f"pretrain/{run.stream}/loss", loss, global_step)
+        for key, value in signals.items():
+            run.log_scalar(f"pretrain/{run.stream}/{key}", value, global_step)
 
 
 def _train_epoch(run: _Run, loader: Any, epoch: int, start_batch: int, interrupt: _Interrupt) -> dict[str, Any]:
@@ -320,33 +360,43 @@ def _train_epoch(run: _Run, loader: Any, epoch: int, start_batch: int, interrupt
     step = start_batch
     for x_q, x_k, q, k in loader:
         t0 = time.perf_counter()
-        value = _train_step(run, x_q, x_k, q, k, mine)
+        value, signals = _train_step(run, x_q, x_k, q, k, mine)
         if not math.isfinite(value):
             raise MsclrError(f"pretraining diverged (loss {value}) at epoch {epoch}, step {step}: lower "
                              "the learning rate or check the cache for corrupt clips.")
         losses.append(value)
+        run.monitor.add(signals)
         step += 1
-        _log_step(run, epoch, step, value, lr, time.perf_counter() - t0, (q, k))
+        _log_step(run, epoch, step, value, lr, time.perf_counter() - t0, (q, k), signals)
         pause_point(f"step:{epoch}:{step}")  # test hook (tests/test_train_kill.py), inert unless $MSCLR_TEST_PAUSE
         if interrupt.requested:
             _save(run, epoch, step, False)
             raise KeyboardInterrupt
     return {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-            "seconds": time.perf_counter() - t_epoch, "mining": mine}
+            "seconds": time.perf_counter() - t_epoch, "mining": mine, **run.monitor.epoch_summary()}
 
 
 def _end_epoch(run: _Run, record: dict[str, Any]) -> None:
-    """Record, log and (every ``checkpoint_every`` epochs and at the end) checkpoint a finished epoch."""
+    """Record, log and (every ``checkpoint_every`` epochs and at the end) checkpoint a finished epoch; warn once
+    when the epoch's collapse signals show collapse (a ``warning`` event, ``collapse_warning`` in the record)."""
     cfg, epoch = run.config.pretrain, int(record["epoch"])
+    warning = run.monitor.check(epoch, record)
+    if warning:
+        record["collapse_warning"] = warning
     run.history.append(record)
     if run.log_scalar is not None and run.dist_info.is_main:
         run.log_scalar(f"pretrain/{run.stream}/epoch_loss", record["loss"], epoch)
         run.log_scalar(f"pretrain/{run.stream}/lr", record["lr"], epoch)
+        for key in COLLAPSE_KEYS:
+            if key in record:
+                run.log_scalar(f"pretrain/{run.stream}/epoch_{key}", record[key], epoch)
     complete = epoch == cfg.epochs
     if epoch % cfg.checkpoint_every == 0 or complete:
         _save(run, epoch + 1, 0, complete)
     if run.progress is not None:
         run.progress("epoch", dict(record, epochs=cfg.epochs))
+        if warning:
+            run.progress("warning", {"message": warning, "stream": run.stream, "epoch": epoch})
 
 
 def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton], stream: str,
@@ -364,7 +414,8 @@ def pretrain(arrays: Mapping[str, np.ndarray], skeletons: Mapping[str, Skeleton]
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         resume: continue from ``out_dir/checkpoints/last.pt`` if it exists.
         progress: optional callback ``(event, info)``; events ``start``, ``step`` (loss, lr, samples_per_s,
-            eta_s), ``epoch``, ``checkpoint``.
+            eta_s, batch_cosine, effective_rank, negative_cosine), ``epoch``, ``checkpoint``, ``warning``
+            (message, stream, epoch: pretraining collapsed; at most once per stream).
         log_scalar: optional ``(tag, value, global_step)`` sink (TensorBoard).
         dist_info: process-group facts (default:
             :func:`~msclr.pipeline.training.distributed.init_distributed`).

@@ -1,4 +1,5 @@
-"""Evaluation reports: confusion matrices, per-class accuracy, the accuracy table's rows, a confusion-matrix PNG.
+"""Evaluation reports: confusion matrices, per-class accuracy, the accuracy table's rows and captions, the
+pretraining's collapse warnings, a confusion-matrix PNG.
 
 The PNG is drawn with numpy + OpenCV (no matplotlib): one cell per (true, predicted) class pair, shaded by the
 row-normalised rate, class indices on the axes and, for up to 30 classes, the class names on the left.
@@ -114,5 +115,29 @@ def protocol_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             for row in table_rows(section)]
 
 
-__all__ = ["confusion_matrix", "per_class_accuracy", "draw_confusion_png", "protocol_rows", "protocol_sections",
-           "table_rows"]
+def split_caption(info: Mapping[str, Any]) -> str:
+    """The test clips, classes and split of a metrics ``protocol`` section, for a table caption."""
+    return (f"{info.get('test_clips', '?')} test clips, {info.get('num_classes', '?')} classes, "
+            f"split {info.get('train_split', '?')} -> {info.get('test_split', '?')}")
+
+
+def protocol_caption(name: str, section: Mapping[str, Any]) -> str:
+    """One phrase per protocol for the table caption."""
+    info = section.get("protocol", {})
+    kind = name.split(":", 1)[0]
+    text = {"linear": "frozen pretrained encoder + linear classifiers",
+            "finetune": "pretrained encoder fine-tuned with all labels",
+            "semi": f"pretrained encoder fine-tuned with {info.get('label_fraction', 0):.0%} of the labels",
+            "scratch": "the same network trained from random weights"}.get(kind, "")
+    return f"{name}: {text} ({info.get('train_clips', '?')} training clips)"
+
+
+def collapse_warnings(metrics: Mapping[str, Any]) -> list[str]:
+    """The collapse warning of every stream whose pretraining collapsed (``metrics["pretrain"][stream]
+    ["collapse_warning"]``, written by :mod:`msclr.pipeline.train`), in stream order."""
+    return [rec["collapse_warning"] for rec in metrics.get("pretrain", {}).values()
+            if isinstance(rec, Mapping) and rec.get("collapse_warning")]
+
+
+__all__ = ["collapse_warnings", "confusion_matrix", "per_class_accuracy", "draw_confusion_png", "protocol_caption",
+           "protocol_rows", "protocol_sections", "split_caption", "table_rows"]
