@@ -39,7 +39,7 @@ def test_run_json_round_trip_and_mapping_view(tmp_path: Path) -> None:
     data = json.loads(folder.run_json.read_text())
     assert data["format"] == RUN_FORMAT and data["status"] == "running" and data["num_classes"] == 2
     assert data["preprocessing"] == {"length": 50, "centre": True, "y_rotation": False, "valid": "located",
-                                     "max_persons": 2}
+                                     "max_persons": 2, "mean_pose": False}
     assert "finished" not in data
     back = folder.read_info()
     assert back == info and back["classes"] == ["drink", "eat"] and dict(back)["split"]["test"] == "xsub_val"
@@ -47,7 +47,8 @@ def test_run_json_round_trip_and_mapping_view(tmp_path: Path) -> None:
     assert done.status == RunStatus.COMPLETE and done.finished is not None
     folder.write_info(done)
     assert json.loads(folder.run_json.read_text())["status"] == "complete"
-    assert back.preprocessing.clip_options() == {"length": 50, "centre": True, "y_rotation": False, "valid": "located"}
+    assert back.preprocessing.clip_options() == {"length": 50, "centre": True, "y_rotation": False, "valid": "located",
+                                                 "mean_pose": False}
 
 
 @pytest.mark.parametrize("damage, message", [

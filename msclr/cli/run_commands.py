@@ -14,7 +14,8 @@ from msclr.extractors.registry import DEFAULT_EXTRACTOR, EXTRACTOR_KINDS, descri
 @cli.command(epilog="""\b
 Examples:
   msclr train cache/ --out run/                              # defaults = the paper's settings
-  msclr train cache/ --out run/ --config cpu_small --split xsub   # small CPU recipe
+  msclr train cache/ --out run/ --config cpu_small --split xsub   # small CPU recipe (MS-AimCLR)
+  msclr train cache/ --out run/ --config small_data --split xsub  # a few hundred clips: no collapse
   msclr train ntu60/ --out run/ --config ntu60_xsub --stream all --device cuda
   msclr train cache/ --out run/ --skeletons ntu_kinect_25,my_skeleton.toml --epochs 30 --linear-epochs 20
   msclr train cache/ --out run/ --protocol linear,finetune,semi:0.1,scratch   # more evaluation protocols
@@ -23,7 +24,7 @@ Examples:
   torchrun --nproc-per-node 4 -m msclr train cache/ --out run/ --device cuda   # multi-GPU (DDP)
 
 \b
-Recipes (--config NAME): ntu60_xsub, ntu60_xview, ntu120_xsub, ntu120_xset, cpu_small, demo, or a
+Recipes (--config NAME): ntu60_xsub, ntu60_xview, ntu120_xsub, ntu120_xset, cpu_small, small_data, demo, or a
 .toml file (sections [data] [model] [pretrain] [linear] [finetune] [evaluation] [fusion]; RUN/config.toml
 of a run is one).  Precedence: defaults (paper) < recipe < options.  --epochs stretches the schedule: the lr
 step (250/300) and the start of neighbour mining (151/300) keep their fractions.
