@@ -42,13 +42,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +151,10 @@ def raw_coordinate_probe(train, test, convs, config) -> dict[str, float]:
     return out
 
 
-def preprocessing(config) -> dict[str, Any]:
-    """Every field of ``config.data`` that :func:`msclr.pipeline.training.dataset.load_split` takes as a keyword
-    (``length``, ``centre``, ``y_rotation``, and any preprocessing option added later), by name."""
-    from msclr.pipeline.training.dataset import load_split
-
-    params = inspect.signature(load_split).parameters
-    return {k: v for k, v in asdict(config.data).items()
-            if k in params and params[k].kind is inspect.Parameter.KEYWORD_ONLY}
-
-
 def load_xsub(cache_root: Path, config, prep: dict[str, Any] | None = None):
     """The conventions, their skeletons and the labelled cross-subject splits.
 
-    ``prep``: ``load_split`` keywords; default :func:`preprocessing` (exactly as the recipe's ``[data]`` says).
+    ``prep``: ``load_split`` keywords; default ``config.data.preprocessing()`` (as the recipe's ``[data]`` says).
     Returns ``(conventions, {convention: Skeleton}, train SplitData, test SplitData)``.
     """
     from msclr.pipeline.cache import Cache
@@ -174,7 +163,7 @@ def load_xsub(cache_root: Path, config, prep: dict[str, Any] | None = None):
     cache = Cache(cache_root)
     convs = list(config.data.skeletons)
     skels = {c: cache.skeletons[c] for c in convs}
-    prep = preprocessing(config) if prep is None else prep
+    prep = config.data.preprocessing() if prep is None else prep
     train = load_split(cache, cache.splits["xsub_train"], convs, **prep).labelled()
     test = load_split(cache, cache.splits["xsub_val"], convs, **prep).labelled()
     return convs, skels, train, test

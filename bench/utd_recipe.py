@@ -5,7 +5,7 @@ On the two-convention cache that ``bench/utd_mhad.py`` builds once (``kinect_v1_
 ``utd_mid_16``, cross-subject split ``xsub_train`` / ``xsub_val``, 27 classes), for each seed s in 0..N-1:
 
 - ``raw``: no encoder, the linear classifier on the flattened coordinates preprocessed exactly as the recipe's
-  ``[data]`` says (every preprocessing field that ``load_split`` accepts, :func:`utd_mhad.preprocessing`);
+  ``[data]`` says (``config.data.preprocessing()``);
 - ``raw_centred``: the same probe on the fixed reference preprocessing, temporal resize to 50 frames and
   centre joint subtracted, everything else at ``load_split``'s defaults (documented at 72.6 % ensemble);
 - ``random``: a random-init encoder of the recipe's model (``torch.manual_seed(s)``), BatchNorm statistics

@@ -49,11 +49,13 @@ def _batch(n: int = 3, t: int = 8, seed: int = 0) -> torch.Tensor:
 def test_path_matrix_reaches_every_joint_from_the_centre() -> None:
     paths, attached = path_matrix(KINECT)
     assert attached.all() and paths[KINECT.centre].sum() == 0
-    hand = KINECT.index("hand_left") if "hand_left" in KINECT.joints else KINECT.num_joints - 1
-    w = hand  # the path of a hand holds every bone from it up to the centre
+    hand = KINECT.index("lhan")  # its path holds every bone from it up to the centre, and nothing else
+    on_path, w = set(), hand
     while KINECT.parents[w] != w:
-        assert paths[hand, w] == 1
+        on_path.add(w)
         w = KINECT.parents[w]
+    assert w == KINECT.centre and len(on_path) >= 4
+    assert {int(b) for b in paths[hand].nonzero()} == on_path
 
 
 def test_scale_bones_scales_lengths_keeps_directions_and_centre() -> None:

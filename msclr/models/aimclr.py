@@ -95,6 +95,9 @@ class MSAimCLR(nn.Module):
         shuffle_bn: MoCo v2 batch shuffle across DDP ranks for the key encoder (off, as the reference).
     """
 
+    uses_extreme_view = True
+    """The training loop makes an extreme view of the query clips (the first forward argument) per batch."""
+
     def __init__(self, encoder_factory: Callable[[], nn.Module], *, dim: int = 128, queue_size: int = 32768,
                  momentum: float = 0.999, temperature: float = 0.07, topk: int = 1,
                  shuffle_bn: bool = False) -> None:  # fmt: skip

@@ -17,13 +17,16 @@ come from ``generator`` (its device) as in :mod:`msclr.models.augment`; nothing 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from msclr.skeletons import Skeleton
 
 
+@lru_cache(maxsize=64)
 def path_matrix(skeleton: Skeleton) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bone paths of the skeleton's tree.
+    """Bone paths of the skeleton's tree (computed once per skeleton, then cached: do not modify the tensors).
 
     Returns:
         ``paths`` (V, V) float: ``paths[v, b] = 1`` when bone b (joint b minus its parent) lies on the path

@@ -139,9 +139,7 @@ def _load_data(cache: Any, config: TrainConfig, skeletons: dict[str, Skeleton], 
 def _run_info(cache_path: str | Path, config: TrainConfig, data: _Data) -> RunInfo:
     return RunInfo(
         conventions=list(data.skeletons), streams=list(config.data.streams),
-        preprocessing=Preprocessing(length=config.data.length, centre=config.data.centre,
-                                    y_rotation=config.data.y_rotation, mean_pose=config.data.mean_pose, valid="located",
-                                    max_persons=data.max_persons),
+        preprocessing=Preprocessing(**config.data.preprocessing(), valid="located", max_persons=data.max_persons),
         classes=data.classes,
         split=SplitInfo(data.split.train, data.split.test, len(data.train), len(data.test), data.split.automatic),
         model={**config.to_dict()["model"], "head": "mlp", "in_channels": 3},
@@ -285,7 +283,8 @@ def _encoders(data: _Data, config: TrainConfig, folder: RunFolder, dist: Any, in
               say: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Stream -> pretrained encoder state (pretrained here, or ``initial``: ``--init``'s), and what to record
     about it.  Nothing is pretrained when every protocol is ``scratch``."""
-    from msclr.pipeline.training.pretrain import COLLAPSE_KEYS, pretrain
+    from msclr.pipeline.training.collapse import COLLAPSE_KEYS
+    from msclr.pipeline.training.pretrain import pretrain
 
     if not any(Protocol(p).pretrained for p in config.evaluation.protocols):
         return {}, {}

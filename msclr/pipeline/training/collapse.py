@@ -22,6 +22,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+COLLAPSE_KEYS = ("batch_cosine", "effective_rank", "negative_cosine")
+"""The names of the signals :func:`collapse_signals` returns (a step's, or an epoch record's means)."""
+
 COSINE_THRESHOLD = 0.9
 """Collapse when the epoch mean of ``batch_cosine`` is at least this (and not falling, :data:`COSINE_FALL`).  A
 healthy batch of different clips sits near 0.0-0.1 (a BatchNorm projection head with in-batch negatives); with
@@ -169,5 +172,5 @@ class CollapseMonitor:
         return collapse_message(self.stream, epoch, summary, max_rank=self.max_rank)
 
 
-__all__ = ["COSINE_FALL", "COSINE_THRESHOLD", "FIRST_EPOCH", "RANK_FLOOR", "RANK_FRACTION", "CollapseMonitor",
+__all__ = ["COLLAPSE_KEYS", "COSINE_FALL", "COSINE_THRESHOLD", "FIRST_EPOCH", "RANK_FLOOR", "RANK_FRACTION", "CollapseMonitor",
            "collapse_message", "collapse_signals", "rank_threshold"]

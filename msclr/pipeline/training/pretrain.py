@@ -47,7 +47,7 @@ from msclr.errors import CheckpointError, MsclrError
 from msclr.files import load_checkpoint, pause_point, save_checkpoint
 from msclr.pipeline.config import TrainConfig
 from msclr.pipeline.training.checkpoint import capture_rng, restore_rng
-from msclr.pipeline.training.collapse import CollapseMonitor, collapse_signals
+from msclr.pipeline.training.collapse import COLLAPSE_KEYS, CollapseMonitor, collapse_signals
 from msclr.pipeline.training.distributed import DistInfo, all_reduce_grads, broadcast_state, init_distributed
 from msclr.pipeline.training.sampler import PairBatchDataset, PairBatchSampler
 from msclr.skeletons import Skeleton
@@ -55,8 +55,6 @@ from msclr.skeletons import Skeleton
 Progress = Callable[[str, dict[str, Any]], None]
 ScalarLog = Callable[[str, float, int], None]
 CHECKPOINT_NAME = "last.pt"
-COLLAPSE_KEYS = ("batch_cosine", "effective_rank", "negative_cosine")
-"""The collapse signals of a step / an epoch record (:mod:`msclr.pipeline.training.collapse`)."""
 
 
 # ------------------------------------------------------------------ interrupt
@@ -307,7 +305,7 @@ def _train_step(run: _Run, x_q: Any, x_k: Any, q: str, k: str, mine: bool) -> tu
     x_q = x_q.to(dev, non_blocking=True)
     x_k = x_k.to(dev, non_blocking=True)
     sq, sk = run.skeletons[q], run.skeletons[k]
-    if getattr(run.model, "uses_extreme_view", True):
+    if run.model.uses_extreme_view:
         view_e = extreme_augment(x_q, sq, run.aug_gen, normalize_blur=cfg.normalize_blur,
                                  mirror_flip=cfg.mirror_flip)
         views = [to_stream(view_e, stream, sq)]
